@@ -1,0 +1,133 @@
+"""The application factory: configuration, database, routes, sockets."""
+import os
+import secrets
+import socket
+
+import click
+from flask import Flask
+from flask import request
+from flask.sessions import SecureCookieSessionInterface
+from flask_sock import Sock
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import views
+from generation import Generator
+from hub import Hub
+from models import create_tables
+from models import db
+from models import init_db
+from providers import make_provider
+from rendering import name_hue
+from rendering import render_markdown
+from security import add_security_headers
+from security import check_csrf
+from security import csrf_token
+
+# Settings read from the environment, with how to parse each.
+ENV_SETTINGS = {
+    "SECRET_KEY": str,
+    "DATABASE_URL": str,
+    "OPENAI_API_KEY": str,
+    "OPENAI_BASE_URL": str,
+    "OPENAI_MODEL": str,
+    "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
+    "MAX_MESSAGE_LENGTH": int,
+    "MAX_TOKENS": int,
+    "LLM_TIMEOUT": float,
+    "DEMO_TOKEN_DELAY": float,
+    "DEMO_FIRST_TOKEN_DELAY": float,
+    "CHUNK_SIZE_CAP": int,
+    "CHUNK_TIME_CAP": float,
+    "SSE_KEEPALIVE": float,
+}
+
+
+def _secret_key(instance_path):
+    """A key kept in the instance folder, so sessions survive restarts and every
+    worker of one machine agrees (deployments set SECRET_KEY instead)."""
+    path = os.path.join(instance_path, "secret_key")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        with open(path, "w") as f:
+            f.write(key)
+        return key
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """The session cookie is ``Secure`` whenever the page is served over HTTPS."""
+
+    def get_cookie_secure(self, app):
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def create_app(test_config=None):
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        DATABASE_URL="sqlite:///" + os.path.join(app.instance_path, "chat.db"),
+        OPENAI_API_KEY=None,
+        OPENAI_BASE_URL=None,
+        OPENAI_MODEL="gpt-4o-mini",
+        SEED_DEMO=True,
+        PAGE_MESSAGES=100,
+        CONTEXT_MESSAGES=20,
+        MAX_MESSAGE_LENGTH=4000,
+        MAX_TOKENS=1024,
+        LLM_TIMEOUT=60.0,
+        DEMO_TOKEN_DELAY=0.03,
+        DEMO_FIRST_TOKEN_DELAY=0.4,
+        CHUNK_SIZE_CAP=300,
+        CHUNK_TIME_CAP=1.0,
+        SSE_KEEPALIVE=15.0,
+        MAX_CONTENT_LENGTH=64 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": 4096},
+    )
+    for key, parse in ENV_SETTINGS.items():
+        if os.environ.get(key):
+            app.config[key] = parse(os.environ[key])
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(app.instance_path)
+
+    init_db(app.config["DATABASE_URL"])
+    create_tables()
+
+    hub = Hub()
+    worker_id = "{}:{}:{}".format(socket.gethostname(), os.getpid(), secrets.token_hex(3))
+    generator = Generator(app, hub, make_provider(app.config), worker_id)
+    app.extensions["chat"] = {"hub": hub, "generator": generator}
+
+    app.register_blueprint(views.bp)
+    sock = Sock(app)
+    sock.route("/ws", endpoint="socket")(views.socket_route)
+
+    # Queries connect lazily, so a long-lived socket holds no connection.
+    app.before_request(check_csrf)
+
+    @app.teardown_request
+    def teardown_request(exc):
+        if not db.is_closed():
+            db.close()
+
+    app.after_request(add_security_headers)
+    app.session_interface = SessionInterface()
+    # Behind the platform's router: trust its X-Forwarded-Proto (one hop).
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1)
+
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.filters["hue"] = lambda name: name_hue(name) % 12
+
+    @app.cli.command("init-db")
+    def init_db_command():
+        """Create the database schema."""
+        create_tables()
+        click.echo("Database ready: {}".format(app.config["DATABASE_URL"]))
+
+    return app

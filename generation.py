@@ -1,0 +1,213 @@
+"""Generating a reply: one greenlet per reply, decoupled from any request.
+
+The greenlet reads tokens from the provider, hands each one at once to the
+author's stream (if still listening), feeds the chunker, commits every ready
+chunk in its own short transaction and then publishes it on the hub. When the
+model is done, the full body is written and the chunks compacted in one
+transaction, and the final article is published once.
+"""
+import logging
+import time
+
+import gevent
+from gevent.queue import Empty
+from gevent.queue import Queue
+
+from chunking import Chunker
+from hub import FINAL
+from hub import Event
+from models import COMPLETE
+from models import FAILED
+from models import Chunk
+from models import Message
+from models import db
+from models import utcnow
+from providers import StreamCut
+from providers import build_context
+from rendering import append_fragment
+from rendering import render_message
+from rendering import upsert
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+class Generation:
+    """The in-memory side of one reply in flight: who is listening to it."""
+
+    def __init__(self, reply_id, room, page=None):
+        self.reply_id = reply_id
+        self.room = room
+        self.page = page  # the author's page while its stream is attached
+        self.listeners = []
+        self.finished = False
+        self.greenlet = None
+
+    def listen(self):
+        """A queue of ("tok", text) items ending with ("final", html)."""
+        queue = Queue()
+        self.listeners.append(queue)
+        return queue
+
+    def emit(self, item):
+        for queue in self.listeners:
+            queue.put(item)
+
+
+class Generator:
+    """Starts reply greenlets and keeps track of the ones running here."""
+
+    def __init__(self, app, hub, provider, worker_id):
+        self.app = app
+        self.hub = hub
+        self.provider = provider
+        self.worker_id = worker_id
+        self.running = {}
+        config = app.config
+        self.size_cap = config["CHUNK_SIZE_CAP"]
+        self.time_cap = config["CHUNK_TIME_CAP"]
+        self.context_messages = config["CONTEXT_MESSAGES"]
+
+    def start(self, reply, page=None, claimed=False):
+        """Begin generating ``reply``; returns its ``Generation`` or None if
+        another process already claimed it."""
+        if not claimed and not Message.claim(reply.id, self.worker_id):
+            return None
+        generation = Generation(reply.id, reply.room, page)
+        self.running[reply.id] = generation
+        generation.greenlet = gevent.spawn(self._run, generation, reply)
+        return generation
+
+    def detach(self, generation, queue):
+        """The author's stream ended; if the reply goes on, tell that page to
+        follow it over its socket instead."""
+        if queue in generation.listeners:
+            generation.listeners.remove(queue)
+        if generation.finished or generation.page is None:
+            return
+        page, generation.page = generation.page, None
+        with db.connection_context():
+            Message.update(stream_page=None).where(Message.id == generation.reply_id).execute()
+        self.hub.publish(Event("detach", generation.room, generation.reply_id, page=page))
+
+    def _run(self, generation, reply):
+        try:
+            with self.app.app_context(), db.connection_context():
+                self._generate(generation, reply)
+        except Exception:  # the greenlet must never die silently
+            log.exception("reply %s crashed", reply.id)
+        finally:
+            generation.finished = True
+            self.running.pop(reply.id, None)
+
+    def _generate(self, generation, reply):
+        history = [
+            m for m in Message.recent(reply.room, self.context_messages + 1) if m.id < reply.id
+        ]
+        messages = build_context(history)
+        reply.model = getattr(self.provider, "model", None)
+        chunker = Chunker(self.size_cap, self.time_cap)
+        parts = []
+        seq = 0
+        started = time.monotonic()
+        ttft = None
+        stream = None
+
+        def commit(text):
+            nonlocal seq
+            if not text:
+                return
+            seq += 1
+            with db.atomic():
+                Chunk.create(message=reply.id, seq=seq, text=text)
+            self.hub.publish(
+                Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
+            )
+
+        try:
+            stream = self.provider.stream(messages)
+            tokens = Queue()
+            reader = gevent.spawn(_read_into, stream, tokens)
+            while True:
+                try:
+                    item = tokens.get(timeout=chunker.seconds_left())
+                except Empty:
+                    commit(chunker.flush_due())
+                    continue
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if ttft is None:
+                    ttft = int((time.monotonic() - started) * 1000)
+                parts.append(item)
+                generation.emit(("tok", item))
+                for chunk in chunker.feed(item):
+                    commit(chunk)
+            reader.join()
+            commit(chunker.flush())
+            usage = stream.usage or {}
+            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, usage)
+        except Exception as exc:
+            log.warning("reply %s failed: %r", reply.id, exc)
+            if stream is not None:
+                stream.close()
+            commit(chunker.flush())
+            self._finish(generation, reply, FAILED, "".join(parts), ttft, {}, error=describe_error(exc))
+
+    def _finish(self, generation, reply, status, body, ttft, usage, error=None):
+        """Write the whole body once, drop the chunks, publish the final article."""
+        reply.status = status
+        reply.body = body
+        reply.completed_at = utcnow()
+        reply.ttft_ms = ttft
+        reply.prompt_tokens = usage.get("prompt_tokens")
+        reply.completion_tokens = usage.get("completion_tokens")
+        reply.error = error
+        with db.atomic():
+            Message.update(
+                status=status,
+                body=body,
+                completed_at=reply.completed_at,
+                model=reply.model,
+                ttft_ms=ttft,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                error=error,
+                stream_page=None,
+            ).where(Message.id == reply.id).execute()
+            Chunk.delete().where(Chunk.message == reply.id).execute()
+        html = upsert(render_message(reply))
+        generation.finished = True
+        generation.emit(("final", html))
+        self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
+
+
+def _read_into(stream, queue):
+    """Pull tokens from the provider (blocking I/O) into a queue, then _DONE."""
+    try:
+        for token in stream:
+            queue.put(token)
+        queue.put(_DONE)
+    except Exception as exc:
+        queue.put(exc)
+
+
+def describe_error(exc):
+    """A human-readable reason for a failed reply, with no keys or internals."""
+    status = getattr(exc, "status_code", None)
+    if status == 401:
+        return "The model provider rejected the API key."
+    if status == 429:
+        return "The model provider is rate limiting us. Try again in a moment."
+    if status is not None and status >= 500:
+        return "The model provider had an error ({}). Try again.".format(status)
+    if isinstance(exc, StreamCut):
+        return "The connection to the model broke mid-reply."
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return "The model took too long to answer."
+    if "Connection" in name:
+        return "Could not reach the model provider."
+    return "The reply was cut off by an error."

@@ -1,0 +1,167 @@
+"""Database models: messages and the append-only chunks of replies in flight.
+
+One deferred database (``db``) is bound to a real connection by ``init_db`` from
+the app factory, so models can be imported before configuration is known.
+"""
+from datetime import datetime
+from datetime import timezone
+
+from peewee import CharField
+from peewee import DatabaseProxy
+from peewee import DateTimeField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import IntegrityError
+from peewee import Model
+from peewee import SqliteDatabase
+from peewee import TextField
+from playhouse.db_url import connect as connect_url
+
+db = DatabaseProxy()
+
+# Statuses a message can have; "streaming" is the only one that still changes.
+STREAMING = "streaming"
+COMPLETE = "complete"
+FAILED = "failed"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+FINAL_STATUSES = (COMPLETE, FAILED, STOPPED, INTERRUPTED)
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "busy_timeout": 5000,
+    "cache_size": -16000,
+    "synchronous": "normal",
+}
+
+
+def utcnow():
+    """Timezone-naive UTC now, the form every timestamp is stored in."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class Message(BaseModel):
+    """A chat message; assistant replies are built from chunks while streaming."""
+
+    room = CharField(max_length=64, index=True)
+    author = CharField(max_length=120)
+    role = CharField(max_length=16)  # "user" or "assistant"
+    status = CharField(max_length=16, default=COMPLETE)
+    body = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    completed_at = DateTimeField(null=True)
+    reply_to = ForeignKeyField("self", null=True, backref="replies", on_delete="SET NULL")
+    # The page whose form post streams this reply token by token; its sockets
+    # skip the reply's pushes so nothing shows twice.
+    stream_page = CharField(max_length=64, null=True)
+    # Set atomically by the one process that generates the reply.
+    claimed_by = CharField(max_length=64, null=True)
+    model = CharField(max_length=120, null=True)
+    prompt_tokens = IntegerField(null=True)
+    completion_tokens = IntegerField(null=True)
+    ttft_ms = IntegerField(null=True)
+    error = TextField(null=True)
+
+    class Meta:
+        indexes = ((("room", "id"), False),)
+
+    @property
+    def is_streaming(self):
+        return self.status == STREAMING
+
+    @classmethod
+    def recent(cls, room, limit=100):
+        """The last ``limit`` messages of a room, oldest first."""
+        rows = list(cls.select().where(cls.room == room).order_by(cls.id.desc()).limit(limit))
+        rows.reverse()
+        return rows
+
+    @classmethod
+    def claim(cls, message_id, owner):
+        """Atomically take the right to generate a reply; True for exactly one caller."""
+        query = cls.update(claimed_by=owner).where(
+            (cls.id == message_id) & (cls.claimed_by.is_null()) & (cls.status == STREAMING)
+        )
+        return query.execute() == 1
+
+    def committed(self):
+        """(text, last_seq): what is stored of this message right now.
+
+        A finished message has its whole body; a streaming one is the
+        concatenation of its chunks.
+        """
+        if not self.is_streaming:
+            return self.body, 0
+        chunks = list(
+            Chunk.select(Chunk.seq, Chunk.text).where(Chunk.message == self.id).order_by(Chunk.seq)
+        )
+        return "".join(c.text for c in chunks), (chunks[-1].seq if chunks else 0)
+
+
+class Chunk(BaseModel):
+    """An append-only, sentence-sized piece of a reply that is still streaming."""
+
+    message = ForeignKeyField(Message, backref="chunks", on_delete="CASCADE")
+    seq = IntegerField()
+    text = TextField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("message", "seq"), True),)
+
+
+class Flag(BaseModel):
+    """A named one-time event (e.g. "seeded"); the unique key makes it race-free."""
+
+    name = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+
+    @classmethod
+    def set_once(cls, name):
+        """True if this call set the flag, False if it was already set."""
+        try:
+            with db.atomic():
+                cls.create(name=name)
+            return True
+        except IntegrityError:
+            return False
+
+
+MODELS = [Message, Chunk, Flag]
+
+
+def make_database(url):
+    """A peewee database for a ``DATABASE_URL``; SQLite gets web-app pragmas."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):] or ":memory:"
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+    return connect_url(url)
+
+
+def init_db(url):
+    """Bind the deferred database to ``url``."""
+    db.initialize(make_database(url))
+    return db
+
+
+def create_tables():
+    """Create the schema if it is missing (safe to run repeatedly)."""
+    with db.connection_context():
+        db.create_tables(MODELS, safe=True)
+
+
+__all__ = [
+    "Chunk",
+    "Flag",
+    "Message",
+    "create_tables",
+    "db",
+    "init_db",
+    "utcnow",
+]

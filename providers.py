@@ -1,0 +1,209 @@
+"""Where replies come from: the OpenAI SDK (any compatible server) or an
+offline demo model that needs no key.
+
+A provider's ``stream(messages)`` returns a ``TokenStream``: iterate it for text
+tokens; afterwards ``usage`` holds token counts when the server sent them;
+``close()`` closes the upstream request.
+"""
+import random
+import re
+
+import gevent
+
+SYSTEM_PROMPT = (
+    "You are gpt, a helpful assistant in a group chat. Several people talk here; "
+    "their messages are prefixed with their names. Answer the person who mentioned "
+    "you, concisely, in Markdown."
+)
+
+
+class StreamCut(Exception):
+    """The upstream stream ended without saying the reply was finished."""
+
+
+class TokenStream:
+    """An iterator of text tokens with usage and a way to stop early."""
+
+    def __init__(self, tokens, close=None):
+        self._tokens = tokens
+        self._close = close
+        self.usage = None
+
+    def __iter__(self):
+        return iter(self._tokens)
+
+    def close(self):
+        if self._close is not None:
+            self._close()
+
+
+class OpenAIProvider:
+    """Chat Completions streaming through the ``openai`` SDK."""
+
+    def __init__(self, api_key, model, base_url=None, timeout=60.0, max_tokens=1024):
+        import openai  # imported lazily: the demo model needs none of it
+
+        self.model = model
+        self.max_tokens = max_tokens
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
+
+    def stream(self, messages):
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=self.max_tokens,
+        )
+        token_stream = TokenStream(None, close=response.close)
+
+        def tokens():
+            finished = False
+            try:
+                for chunk in response:
+                    if chunk.usage is not None:
+                        token_stream.usage = {
+                            "prompt_tokens": chunk.usage.prompt_tokens,
+                            "completion_tokens": chunk.usage.completion_tokens,
+                        }
+                    if chunk.choices:
+                        choice = chunk.choices[0]
+                        finished = finished or choice.finish_reason is not None
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            yield text
+                if not finished:
+                    # A connection closed without finish_reason or [DONE] ends
+                    # the SDK's iteration quietly: that is a cut, not an answer.
+                    raise StreamCut("The model's stream ended before the reply was finished.")
+            finally:
+                response.close()
+
+        token_stream._tokens = tokens()
+        return token_stream
+
+
+_DEMO_REPLIES = [
+    """Good question, {name}! Here is how I would think about it.
+
+Streaming a reply token by token feels fast, but storing every token would be wasteful. So this chat **persists whole sentences** and pushes each one to everyone watching.
+
+A few things make that work:
+
+- the asker reads tokens straight from the generator
+- observers get one small fragment per committed sentence
+- a reload shows what is stored and follows the rest
+
+```python
+for chunk in chunker.feed(token):
+    commit(chunk)
+    hub.publish(chunk)
+```
+
+That keeps bandwidth linear in the length of the reply. Anything else you would like to know?""",
+    """Happy to help, {name}. Let me break it down.
+
+The short answer is *it depends on what you measure*. Latency, throughput and cost pull in different directions, so pick the one that matters most first.
+
+1. Measure the baseline before changing anything
+2. Change one thing at a time
+3. Keep the numbers in a table you can compare
+
+```sql
+SELECT status, count(*) FROM message GROUP BY status;
+```
+
+If the numbers still surprise you, look at where the time goes with a profiler. Does that answer it?""",
+    """Sure thing, {name}. Here is a quick overview.
+
+A websocket keeps one connection open per page, so the server can push a fragment the moment a sentence is stored. Server-Sent Events do the same in one direction over a normal response.
+
+Things to keep in mind:
+
+- proxies close idle connections, so send a keep-alive now and then
+- a reconnect replays nothing, so send a snapshot on every connect
+- one writer per socket keeps frames in order
+
+```js
+htmx.on("htmx:ws:after:connection", () => console.log("live"));
+```
+
+Both are plain HTTP underneath, which is why they deploy anywhere. What are you building?""",
+]
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def demo_tokens(text):
+    """Split text into word-sized tokens that keep their leading whitespace,
+    with punctuation as its own token, the way real models emit them."""
+    tokens = []
+    for piece in _TOKEN.findall(text):
+        core = piece.rstrip(".,!?;:")
+        if core and core != piece and core.strip():
+            tokens.extend([core, piece[len(core):]])
+        else:
+            tokens.append(piece)
+    return tokens
+
+
+class DemoProvider:
+    """An offline model: plausible Markdown at a realistic pace, no key needed."""
+
+    model = "demo"
+
+    def __init__(self, token_delay=0.03, first_token_delay=0.4):
+        self.token_delay = token_delay
+        self.first_token_delay = first_token_delay
+
+    def stream(self, messages):
+        asker = "there"
+        question = ""
+        for message in reversed(messages):
+            if message["role"] == "user":
+                asker, _, question = message["content"].partition(": ")
+                break
+        rng = random.Random(question)
+        text = rng.choice(_DEMO_REPLIES).format(name=asker)
+        tokens = demo_tokens(text)
+        stream = TokenStream(None)
+        closed = []
+
+        def generate():
+            gevent.sleep(self.first_token_delay)
+            for token in tokens:
+                if closed:
+                    return
+                yield token
+                gevent.sleep(self.token_delay * rng.uniform(0.5, 1.5))
+            prompt = sum(len(m["content"].split()) for m in messages)
+            stream.usage = {"prompt_tokens": prompt, "completion_tokens": len(tokens)}
+
+        stream._tokens = generate()
+        stream._close = lambda: closed.append(True)
+        return stream
+
+
+def make_provider(config):
+    """The provider the configuration asks for: OpenAI with a key, else the demo."""
+    if config.get("OPENAI_API_KEY"):
+        return OpenAIProvider(
+            api_key=config["OPENAI_API_KEY"],
+            model=config["OPENAI_MODEL"],
+            base_url=config.get("OPENAI_BASE_URL"),
+            timeout=config["LLM_TIMEOUT"],
+            max_tokens=config["MAX_TOKENS"],
+        )
+    return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])
+
+
+def build_context(history, system_prompt=SYSTEM_PROMPT):
+    """Chat Completions messages from a room's recent history (oldest first)."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for message in history:
+        if message.role == "assistant":
+            if message.body:
+                messages.append({"role": "assistant", "content": message.body})
+        else:
+            messages.append({"role": "user", "content": "{}: {}".format(message.author, message.body)})
+    return messages

@@ -1,0 +1,174 @@
+"""Observer sockets: one per open page, fed by the hub through one writer.
+
+On every (re)connect the page says what it has (the last message id it shows,
+the replies it shows as streaming, the replies it follows after losing its own
+stream); the server answers with one snapshot that makes the page converge,
+then forwards live events. Per socket it remembers how many chunks of each reply
+the page has, so appends are never applied twice or out of order: a gap is
+healed by re-sending the whole article.
+"""
+import json
+import logging
+import socket
+
+import gevent
+from simple_websocket import ConnectionClosed
+
+from hub import FINAL
+from models import Message
+from models import db
+from rendering import render_message
+from rendering import upsert
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_LIMIT = 100
+
+
+def parse_ids(value, limit=200):
+    """Comma-separated positive integers from a query parameter (junk ignored)."""
+    ids = []
+    for part in (value or "").split(",")[:limit]:
+        if part.strip().isdigit():
+            ids.append(int(part))
+    return ids
+
+
+class PageSocket:
+    """The server side of one page's socket; ``ws`` needs send/receive/close."""
+
+    def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=()):
+        self.ws = ws
+        self.hub = hub
+        self.room = room
+        self.page = page
+        self.after = after
+        self.streaming = set(streaming)
+        self.followed = set(follow)
+        self.delivered = {}  # message id -> chunks the page has (FINAL when settled)
+        self.sent = 0  # bytes, for tests and the benchmark
+        self.sub = None
+
+    # -- what gets sent ----------------------------------------------------
+
+    def _send(self, html):
+        data = str(html)
+        self.ws.send(data)
+        self.sent += len(data.encode("utf-8"))
+
+    def _attached(self, message_id, page):
+        """True when this page gets ``message_id`` through its own stream."""
+        return page is not None and page == self.page and message_id not in self.followed
+
+    def _article(self, message):
+        """Render a message as the page must show it now; remember its seq."""
+        text, seq = message.committed()
+        self.delivered[message.id] = FINAL if not message.is_streaming else seq
+        return render_message(message, text)
+
+    def snapshot(self):
+        """One upsert with every message the page lacks or may show stale."""
+        with db.connection_context():
+            query = Message.select().where(Message.room == self.room)
+            newer = list(
+                query.where(Message.id > self.after).order_by(Message.id.desc()).limit(SNAPSHOT_LIMIT)
+            )
+            stale_ids = (self.streaming | self.followed) - {m.id for m in newer}
+            stale = list(query.where(Message.id.in_(list(stale_ids)))) if stale_ids else []
+            articles = [
+                self._article(m)
+                for m in sorted(newer + stale, key=lambda m: m.id)
+                if not (m.is_streaming and self._attached(m.id, m.stream_page))
+            ]
+        if articles:
+            self._send(upsert(*articles))
+
+    def resync(self, message_id):
+        """Re-send one whole article (after a gap, or when the page starts following)."""
+        with db.connection_context():
+            message = Message.get_or_none(Message.id == message_id)
+            if message is None:
+                return
+            html = upsert(self._article(message))
+        self._send(html)
+
+    def handle(self, event):
+        """Apply one hub event (or a ("follow", id) request from the page)."""
+        if isinstance(event, tuple):  # the page lost its own stream of this reply
+            self.followed.add(event[1])
+            self.resync(event[1])
+            return
+        if event.kind == "detach":
+            if event.page == self.page:
+                self.followed.add(event.message_id)
+                self.resync(event.message_id)
+            return
+        if self._attached(event.message_id, event.page):
+            return
+        have = self.delivered.get(event.message_id)
+        if event.kind == "article":
+            if have is not None and event.seq < have:
+                return  # older than what the page already shows
+            self.delivered[event.message_id] = event.seq
+            self._send(event.html)
+        elif event.kind == "append":
+            if have is not None and event.seq <= have:
+                return
+            if have is None or event.seq != have + 1:
+                self.resync(event.message_id)
+                return
+            self.delivered[event.message_id] = event.seq
+            self._send(event.html)
+
+    # -- the two greenlets ---------------------------------------------------
+
+    def write_loop(self):
+        """The only code that sends on this socket."""
+        try:
+            self.snapshot()
+            while True:
+                self.handle(self.sub.queue.get())
+        except ConnectionClosed:
+            pass
+        except OSError:
+            pass
+
+    def _cut(self):
+        """Drop a viewer that stopped reading: its page reconnects and resyncs."""
+        sock = getattr(self.ws, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve(self):
+        """Subscribe, start the writer, and read the page's requests until it goes."""
+        self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
+        writer = gevent.spawn(self.write_loop)
+        try:
+            while not writer.dead:
+                data = self.ws.receive(timeout=10)
+                if data is None:
+                    continue
+                request = _parse_request(data)
+                if request is not None:
+                    self.sub.offer(request)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.unsubscribe(self.sub)
+            writer.kill(block=True, timeout=1)
+
+
+def _parse_request(data):
+    """``{"follow": id}`` from the page; anything else is ignored."""
+    if not isinstance(data, str) or len(data) > 200:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("follow"), int) and payload["follow"] > 0:
+        return ("follow", payload["follow"])
+    return None

@@ -1,0 +1,113 @@
+// The page's small glue around htmx: where the author's stream swaps, what the
+// socket asks for on each (re)connect, and the composer's keyboard and focus.
+(function () {
+  "use strict";
+
+  var followed = new Set();   // replies whose own stream broke: follow them on the socket
+  var socket = null;          // the hx-ws connection, once open
+  var activeReply = new WeakMap(); // form -> reply id it is streaming
+
+  function csrf() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  function lastMessageId() {
+    var articles = document.querySelectorAll("#messages > article.message");
+    var last = articles[articles.length - 1];
+    return last ? parseInt(last.id.slice("message-".length), 10) : 0;
+  }
+
+  function streamingIds() {
+    var ids = [];
+    document.querySelectorAll('#messages > article.message[data-status="streaming"]').forEach(function (a) {
+      ids.push(a.id.slice("message-".length));
+    });
+    return ids;
+  }
+
+  function nearBottom() {
+    var el = document.scrollingElement || document.documentElement;
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 120;
+  }
+
+  function follow(id) {
+    followed.add(String(id));
+    if (socket && socket.socket && socket.socket.readyState === WebSocket.OPEN) {
+      socket.socket.send(JSON.stringify({follow: parseInt(id, 10)}));
+    }
+  }
+
+  // Every state-changing request carries the CSRF token.
+  document.addEventListener("htmx:config:request", function (e) {
+    e.detail.ctx.request.headers["X-CSRF-Token"] = csrf();
+  });
+
+  // hx-sse swaps every event into the request's target, which is fixed when the
+  // request starts; the server names the reply body only in its response
+  // headers, so point the stream there (selector resolved at each swap).
+  document.addEventListener("htmx:before:response", function (e) {
+    var ctx = e.detail.ctx;
+    var headers = ctx.response.headers;
+    if ((headers.get("Content-Type") || "").indexOf("text/event-stream") === -1) return;
+    if (headers.get("HX-Retarget")) ctx.target = headers.get("HX-Retarget");
+    if (headers.get("HX-Reswap")) ctx.swap = headers.get("HX-Reswap");
+    if (headers.get("X-Reply-Id")) activeReply.set(ctx.sourceElement, headers.get("X-Reply-Id"));
+  });
+
+  // The author's stream ended: if its reply is still streaming, the stream
+  // broke (network, proxy) while the page stays open, so follow it like any
+  // observer until it completes.
+  document.addEventListener("htmx:sse:close", function (e) {
+    var id = activeReply.get(e.target);
+    activeReply.delete(e.target);
+    if (!id) return;
+    var article = document.getElementById("message-" + id);
+    if (article && article.dataset.status === "streaming") follow(id);
+  });
+
+  // Before each (re)connect, tell the server what this page already shows so
+  // its snapshot makes the page converge (the socket replays nothing itself).
+  document.addEventListener("htmx:ws:before:connection", function (e) {
+    var connection = e.detail.connection;
+    var url = new URL(connection.url);
+    url.searchParams.set("after", String(lastMessageId()));
+    url.searchParams.set("streaming", streamingIds().join(","));
+    url.searchParams.set("follow", Array.from(followed).join(","));
+    connection.url = url.toString();
+  });
+  document.addEventListener("htmx:ws:after:connection", function (e) {
+    socket = e.detail.connection;
+    document.body.dataset.live = "true";
+  });
+  document.addEventListener("htmx:ws:close", function () {
+    document.body.dataset.live = "false";
+  });
+
+  // Keep the newest message in view, but only for a reader already at the bottom.
+  var stick = true;
+  document.addEventListener("htmx:before:swap", function () { stick = nearBottom(); });
+  document.addEventListener("htmx:after:swap", function () {
+    if (stick) window.scrollTo(0, document.body.scrollHeight);
+  });
+
+  // The composer: clear after a successful send, keep focus; Enter sends,
+  // Shift+Enter adds a line.
+  document.addEventListener("htmx:before:response", function (e) {
+    var form = e.detail.ctx.sourceElement;
+    if (!form || form.id !== "composer" || !e.detail.ctx.response.raw.ok) return;
+    var field = form.querySelector("textarea[name=body]");
+    field.value = "";
+    form.querySelector("#composer-error").textContent = "";
+    field.focus();
+  });
+  document.addEventListener("keydown", function (e) {
+    var field = e.target;
+    if (e.key !== "Enter" || e.shiftKey || e.isComposing || !field.matches || !field.matches("#composer textarea")) return;
+    e.preventDefault();
+    var button = field.form.querySelector("button[type=submit]");
+    if (button && !button.disabled) field.form.requestSubmit(button);
+  });
+
+  window.addEventListener("load", function () { window.scrollTo(0, document.body.scrollHeight); });
+})();

@@ -1,0 +1,239 @@
+"""HTTP routes: the chat page, the composer's post (an event stream for htmx,
+post-redirect-get without JavaScript) and the socket every page opens."""
+import re
+import secrets
+import unicodedata
+
+from faker import Faker
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import session
+from flask import url_for
+from gevent.queue import Empty
+from markupsafe import Markup
+
+from hub import Event
+from models import STREAMING
+from models import Message
+from rendering import render_message
+from rendering import sse_event
+from rendering import sse_text
+from rendering import upsert
+from security import same_origin
+from seeding import seed_if_empty
+from sockets import PageSocket
+from sockets import parse_ids
+
+bp = Blueprint("chat", __name__)
+
+DEFAULT_ROOM = "lobby"
+_MENTION = re.compile(r"(?<![\w@])@gpt\b", re.IGNORECASE)
+_faker = None
+
+
+class BadMessage(Exception):
+    """A post that cannot become a message; ``status`` is the HTTP status."""
+
+    def __init__(self, text, status=400):
+        super().__init__(text)
+        self.text = text
+        self.status = status
+
+
+def chat():
+    """The app's shared state: hub, generator."""
+    return current_app.extensions["chat"]
+
+
+def current_name():
+    """This browser session's generated name, made on first visit."""
+    global _faker
+    name = session.get("name")
+    if not name:
+        if _faker is None:
+            _faker = Faker()
+        name = session["name"] = _faker.name()
+    return name
+
+
+def clean_body(raw, max_length):
+    """Normalise a posted message or raise ``BadMessage``."""
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+    ).strip()
+    if not text:
+        raise BadMessage("Write something first: empty messages are not sent.")
+    if len(text) > max_length:
+        raise BadMessage(
+            "That message is {:,} characters long; the limit is {:,}.".format(len(text), max_length), 413
+        )
+    return text
+
+
+def asks_model(text):
+    return _MENTION.search(text) is not None
+
+
+@bp.get("/")
+def index():
+    seed_if_empty(current_app)
+    return render_page()
+
+
+def render_page(draft="", error=None, status=200):
+    room = DEFAULT_ROOM
+    messages = Message.recent(room, current_app.config["PAGE_MESSAGES"])
+    me = current_name()
+    bodies = {m.id: m.committed()[0] for m in messages if m.is_streaming}
+    html = render_template(
+        "chat.html",
+        room=room,
+        messages=messages,
+        bodies=bodies,
+        me=me,
+        page_id=secrets.token_hex(8),
+        last_id=messages[-1].id if messages else 0,
+        model_name=getattr(chat()["generator"].provider, "model", "demo"),
+        draft=draft,
+        error=error,
+    )
+    return html, status
+
+
+@bp.post("/messages")
+def post_message():
+    config = current_app.config
+    is_htmx = request.headers.get("HX-Request") == "true"
+    try:
+        raw = request.form.get("body")
+        if raw is None:
+            raise BadMessage("The form is missing its message field.")
+        text = clean_body(raw, config["MAX_MESSAGE_LENGTH"])
+    except BadMessage as exc:
+        if is_htmx:
+            return composer_error(exc.text, exc.status)
+        return render_page(draft=request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2], error=exc.text, status=exc.status)
+
+    room = DEFAULT_ROOM
+    page = request.form.get("page", "")[:32] or None
+    streams = is_htmx and "text/event-stream" in request.headers.get("Accept", "")
+    # Only a page that reads the response itself skips the socket's copy.
+    own_page = page if is_htmx else None
+    me = current_name()
+    state = chat()
+    user_message = Message.create(room=room, author=me, role="user", body=text)
+    reply = None
+    if asks_model(text):
+        reply = Message.create(
+            room=room,
+            author="gpt",
+            role="assistant",
+            status=STREAMING,
+            reply_to=user_message.id,
+            stream_page=own_page if streams else None,
+            claimed_by=state["generator"].worker_id,
+            model=getattr(state["generator"].provider, "model", None),
+        )
+    user_html = render_message(user_message)
+    reply_html = render_message(reply, "") if reply else Markup("")
+    hub = state["hub"]
+    hub.publish(Event("article", room, user_message.id, 0, upsert(user_html), own_page))
+    if reply is None:
+        if is_htmx:
+            return str(upsert(user_html))
+        return redirect(url_for("chat.index", _anchor="message-{}".format(user_message.id)), 303)
+
+    generation_page = own_page if streams else None
+    hub.publish(Event("article", room, reply.id, 0, upsert(reply_html), generation_page))
+    generation = state["generator"].start(reply, page=generation_page, claimed=True)
+    if not streams:
+        if is_htmx:
+            return str(upsert(user_html, reply_html))
+        return redirect(url_for("chat.index", _anchor="message-{}".format(reply.id)), 303)
+    queue = generation.listen()
+    first = upsert(user_html, reply_html)
+    body = stream_reply(first, state["generator"], generation, queue, config["SSE_KEEPALIVE"])
+    response = Response(body, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.headers["HX-Retarget"] = "#message-{}-body".format(reply.id)
+    response.headers["HX-Reswap"] = "beforeend"
+    response.headers["X-Reply-Id"] = str(reply.id)
+    return response
+
+
+def composer_error(text, status):
+    """An error shown under the composer; the typed text stays where it is."""
+    response = Response(render_template("_composer_error.html", error=text), status=status)
+    response.headers["HX-Retarget"] = "#composer-error"
+    response.headers["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def stream_reply(first, generator, generation, queue, keepalive):
+    """The author's event stream: the two new articles at once, then the
+    reply's tokens as they come (coalesced per read), then the final article.
+
+    Runs after the request context is gone: everything it needs is passed in.
+    """
+    finished = False
+    try:
+        yield sse_event(first)
+        whitespace = ""
+        held = None
+        while True:
+            if held is not None:
+                item, held = held, None
+            else:
+                try:
+                    item = queue.get(timeout=keepalive)
+                except Empty:
+                    yield ": keep-alive\n\n"
+                    continue
+            kind, payload = item
+            if kind == "final":
+                finished = True
+                yield sse_event(payload)
+                return
+            text = whitespace + payload
+            while True:  # coalesce whatever else already arrived
+                try:
+                    nxt = queue.get_nowait()
+                except Empty:
+                    break
+                if nxt[0] != "tok":
+                    held = nxt
+                    break
+                text += nxt[1]
+            if text.strip():
+                whitespace = ""
+                yield sse_text(text)
+            else:
+                whitespace = text  # htmx drops whitespace-only swaps
+    finally:
+        if not finished:
+            generator.detach(generation, queue)
+
+
+def socket_route(ws):
+    """``/ws``: the page's socket (flask-sock calls this with the open socket)."""
+    if not same_origin():
+        ws.close(1008, "origin not allowed")
+        return
+    args = request.args
+    page = args.get("page", "")[:32] or None
+    after = int(args["after"]) if args.get("after", "").isdigit() else 0
+    PageSocket(
+        ws,
+        chat()["hub"],
+        DEFAULT_ROOM,
+        page,
+        after=after,
+        streaming=parse_ids(args.get("streaming")),
+        follow=parse_ids(args.get("follow")),
+    ).serve()
