@@ -45,14 +45,21 @@
 
   // hx-sse swaps every event into the request's target, which is fixed when the
   // request starts; the server names the reply body only in its response
-  // headers, so point the stream there (selector resolved at each swap).
-  document.addEventListener("htmx:before:response", function (e) {
-    var ctx = e.detail.ctx;
+  // headers. The extension cancels htmx:before:response (so it is never
+  // dispatched), so keep the request's ctx and retarget once the stream is
+  // connected, before its first event is swapped.
+  var contexts = new WeakMap(); // form -> ctx of its request in flight
+  document.addEventListener("htmx:before:request", function (e) {
+    contexts.set(e.detail.ctx.sourceElement, e.detail.ctx);
+  });
+  document.addEventListener("htmx:sse:after:connection", function (e) {
+    var ctx = contexts.get(e.target);
+    if (!ctx || !ctx.response) return;
     var headers = ctx.response.headers;
-    if ((headers.get("Content-Type") || "").indexOf("text/event-stream") === -1) return;
     if (headers.get("HX-Retarget")) ctx.target = headers.get("HX-Retarget");
     if (headers.get("HX-Reswap")) ctx.swap = headers.get("HX-Reswap");
-    if (headers.get("X-Reply-Id")) activeReply.set(ctx.sourceElement, headers.get("X-Reply-Id"));
+    if (headers.get("X-Reply-Id")) activeReply.set(e.target, headers.get("X-Reply-Id"));
+    if (e.target.id === "composer" && ctx.response.status < 300) composerSent(e.target);
   });
 
   // The author's stream ended: if its reply is still streaming, the stream
@@ -93,13 +100,15 @@
 
   // The composer: clear after a successful send, keep focus; Enter sends,
   // Shift+Enter adds a line.
-  document.addEventListener("htmx:before:response", function (e) {
-    var form = e.detail.ctx.sourceElement;
-    if (!form || form.id !== "composer" || !e.detail.ctx.response.raw.ok) return;
+  function composerSent(form) {
     var field = form.querySelector("textarea[name=body]");
     field.value = "";
     form.querySelector("#composer-error").textContent = "";
     field.focus();
+  }
+  document.addEventListener("htmx:after:request", function (e) {
+    var form = e.detail.ctx.sourceElement;
+    if (form && form.id === "composer" && e.detail.ctx.response && e.detail.ctx.response.status < 300) composerSent(form);
   });
   document.addEventListener("keydown", function (e) {
     var field = e.target;
