@@ -12,6 +12,7 @@ import logging
 import socket
 
 import gevent
+from flask import current_app
 from simple_websocket import ConnectionClosed
 
 from hub import FINAL
@@ -122,15 +123,14 @@ class PageSocket:
 
     # -- the two greenlets ---------------------------------------------------
 
-    def write_loop(self):
-        """The only code that sends on this socket."""
+    def write_loop(self, app):
+        """The only code that sends on this socket (renders need ``app``'s context)."""
         try:
-            self.snapshot()
-            while True:
-                self.handle(self.sub.queue.get())
-        except ConnectionClosed:
-            pass
-        except OSError:
+            with app.app_context():
+                self.snapshot()
+                while True:
+                    self.handle(self.sub.queue.get())
+        except (ConnectionClosed, OSError):
             pass
 
     def _cut(self):
@@ -145,7 +145,7 @@ class PageSocket:
     def serve(self):
         """Subscribe, start the writer, and read the page's requests until it goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
-        writer = gevent.spawn(self.write_loop)
+        writer = gevent.spawn(self.write_loop, current_app._get_current_object())
         try:
             while not writer.dead:
                 data = self.ws.receive(timeout=10)

@@ -1,0 +1,176 @@
+"""Shared fixtures: an app on a temporary SQLite file with a scripted model,
+a fake OpenAI-compatible server, and a real gunicorn+gevent server on loopback."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fake_openai import FakeOpenAI  # noqa: E402
+
+from app import create_app  # noqa: E402
+from providers import TokenStream  # noqa: E402
+
+
+class ScriptedProvider:
+    """A model for unit tests: replies with the token lists given to ``enqueue``."""
+
+    model = "scripted"
+
+    def __init__(self):
+        self.replies = []
+        self.requests = []
+
+    def enqueue(self, tokens):
+        self.replies.append(list(tokens))
+
+    def stream(self, messages):
+        self.requests.append(messages)
+        tokens = self.replies.pop(0) if self.replies else ["Hello", " there", "."]
+        stream = TokenStream(iter(tokens))
+        stream.usage = {"prompt_tokens": 3, "completion_tokens": len(tokens)}
+        return stream
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test",
+            "DATABASE_URL": "sqlite:///{}".format(tmp_path / "test.db"),
+            "SEED_DEMO": False,
+            "DEMO_TOKEN_DELAY": 0.001,
+            "DEMO_FIRST_TOKEN_DELAY": 0.0,
+        }
+    )
+    app.extensions["chat"]["generator"].provider = ScriptedProvider()
+    yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def provider(app):
+    return app.extensions["chat"]["generator"].provider
+
+
+def csrf_from(html):
+    """The CSRF token a page carries."""
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def fake_llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """gunicorn with the gevent worker, serving the app on a loopback port."""
+
+    def __init__(self, tmp_path, env=None, workers=1):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:{}".format(self.port)
+        self.db_path = str(tmp_path / "live.db")
+        self.log_path = str(tmp_path / "gunicorn-{}.log".format(self.port))
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "DATABASE_URL": "sqlite:///" + self.db_path,
+                "SECRET_KEY": "live-test",
+                "SEED_DEMO": "0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env.update(env or {})
+        self.workers = workers
+        self.proc = None
+
+    def start(self):
+        cmd = [
+            sys.executable, "-m", "gunicorn",
+            "--worker-class", "gevent",
+            "--workers", str(self.workers),
+            "--bind", "127.0.0.1:{}".format(self.port),
+            "--no-control-socket",
+            "--graceful-timeout", "5",
+            "app:create_app()",
+        ]
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gunicorn did not start:\n" + open(self.log_path).read())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+@pytest.fixture
+def live_server(tmp_path, fake_llm):
+    """A running server whose model is the fake OpenAI-compatible server."""
+    server = LiveServer(
+        tmp_path,
+        {
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake_llm.base_url,
+            "OPENAI_MODEL": "fake-model",
+        },
+    ).start()
+    server.llm = fake_llm
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    """A running server on the built-in demo model (as the README runs it)."""
+    server = LiveServer(tmp_path, {"DEMO_TOKEN_DELAY": "0.02", "DEMO_FIRST_TOKEN_DELAY": "0.2"}).start()
+    yield server
+    server.stop()

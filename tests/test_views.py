@@ -1,0 +1,195 @@
+"""The page, the composer's post in its three forms, bad input, and seeding."""
+import gevent
+import pytest
+
+from conftest import csrf_from
+from models import Chunk
+from models import Message
+from providers import SYSTEM_PROMPT
+from providers import build_context
+
+HTMX = {"HX-Request": "true"}
+STREAM = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
+
+
+def open_page(client):
+    html = client.get("/").get_data(as_text=True)
+    return html, csrf_from(html)
+
+
+def post(client, token, body, headers=None, page="pageA"):
+    return client.post(
+        "/messages",
+        data={"body": body, "page": page, "csrf_token": token},
+        headers=headers or {},
+    )
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = gevent.get_hub().loop.now() + timeout
+    while gevent.get_hub().loop.now() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(0.01)
+    return False
+
+
+def sse_events(response):
+    """The data of each event of an event-stream response body."""
+    events = []
+    for block in response.get_data(as_text=True).split("\n\n"):
+        lines = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        if lines:
+            events.append("\n".join(lines))
+    return events
+
+
+def test_page_gives_each_session_a_name_and_a_composer(client):
+    html, _ = open_page(client)
+    assert "You are <strong class=\"me\">" in html
+    name = html.split('class="me">')[1].split("<")[0]
+    assert name and name == client.get("/").get_data(as_text=True).split('class="me">')[1].split("<")[0]
+    assert '<form id="composer"' in html and 'name="body"' in html and 'type="submit"' in html
+    other = open_page(client.application.test_client())[0].split('class="me">')[1].split("<")[0]
+    assert other  # a second browser gets its own session (names may rarely collide)
+
+
+def test_security_headers_and_cookie_flags(client):
+    response = client.get("/")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    secure = client.application.test_client().get("/", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in secure.headers["Set-Cookie"]
+
+
+def test_plain_message_over_htmx_returns_its_article(client, app):
+    _, token = open_page(client)
+    response = post(client, token, "hello <b>all</b>", HTMX)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert html.startswith('<hx-upsert hx-target="#messages" sort><article class="message"')
+    assert "hello &lt;b&gt;all&lt;/b&gt;" in html
+    with app.app_context():
+        assert [m.body for m in Message.select()] == ["hello <b>all</b>"]
+
+
+def test_gpt_message_streams_tokens_then_the_final_article(client, app, provider):
+    provider.enqueue(["Sure", ".", "\n\n", "- a", "\n", "- <b>", " done", "."])
+    _, token = open_page(client)
+    response = post(client, token, "@gpt list things", STREAM)
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    reply_id = int(response.headers["X-Reply-Id"])
+    assert response.headers["HX-Retarget"] == "#message-{}-body".format(reply_id)
+    events = sse_events(response)
+    first, tokens, final = events[0], events[1:-1], events[-1]
+    assert 'data-role="user"' in first and 'data-status="streaming"' in first
+    assert "".join(tokens) == "Sure.\n\n- a\n- &lt;b&gt; done."
+    assert all(t.strip() for t in tokens), "no whitespace-only swaps"
+    assert 'data-status="complete"' in final and "<li>&lt;b&gt; done.</li>" in final
+    with app.app_context():
+        reply = Message.get_by_id(reply_id)
+        assert reply.body == "Sure.\n\n- a\n- <b> done."
+        assert reply.status == "complete" and reply.completion_tokens == 8
+        assert Chunk.select().count() == 0, "chunks are compacted on completion"
+    context = provider.requests[0]
+    assert context[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert context[-1]["content"].endswith(": @gpt list things")
+
+
+def test_without_javascript_post_redirects_and_the_reply_completes(client, app, provider):
+    provider.enqueue(["No", " JS", " needed", "."])
+    _, token = open_page(client)
+    response = post(client, token, "@gpt plain form", page="")
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/#message-")
+    with app.app_context():
+        assert wait_until(lambda: Message.select().where(Message.status == "complete", Message.role == "assistant").exists())
+        assert Message.get(Message.role == "assistant").body == "No JS needed."
+    assert "No JS needed." in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("body", ["", "   \n\t ", "\x00\x07"])
+def test_empty_messages_are_refused_and_nothing_is_created(client, app, body):
+    _, token = open_page(client)
+    response = post(client, token, body, HTMX)
+    assert response.status_code == 400
+    assert response.headers["HX-Retarget"] == "#composer-error"
+    assert "empty" in response.get_data(as_text=True)
+    with app.app_context():
+        assert Message.select().count() == 0
+
+
+def test_too_long_message_gets_413_and_keeps_the_draft(client, app):
+    _, token = open_page(client)
+    text = "x" * (app.config["MAX_MESSAGE_LENGTH"] + 1)
+    response = post(client, token, text)
+    assert response.status_code == 413
+    html = response.get_data(as_text=True)
+    assert "the limit is 4,000" in html
+    assert text in html, "what the person typed is not lost"
+    with app.app_context():
+        assert Message.select().count() == 0
+
+
+def test_control_characters_are_stripped(client, app):
+    _, token = open_page(client)
+    post(client, token, "a\x00b\u200bc\r\nd\te", HTMX)
+    with app.app_context():
+        assert Message.get().body == "abc\nd\te"
+
+
+def test_posts_without_the_csrf_token_create_nothing(client, app):
+    open_page(client)
+    for token in ("", "forged"):
+        response = post(client, token, "hello", HTMX)
+        assert response.status_code == 403
+    with app.app_context():
+        assert Message.select().count() == 0
+
+
+def test_failed_model_call_marks_the_reply_failed_with_a_readable_error(client, app, provider):
+    class Broken(Exception):
+        status_code = 503
+
+    def explode(messages):
+        raise Broken("secret-key-sk-123 internal detail")
+
+    provider.stream = explode
+    _, token = open_page(client)
+    response = post(client, token, "@gpt hi", STREAM)
+    final = sse_events(response)[-1]
+    assert 'data-status="failed"' in final
+    assert "The model provider had an error (503)" in final
+    assert "secret" not in final
+    with app.app_context():
+        assert Message.get(Message.role == "assistant").status == "failed"
+
+
+def test_seed_conversation_on_a_fresh_database_once(app, client):
+    app.config["SEED_DEMO"] = True
+    html, _ = open_page(client)
+    assert html.count('class="message"') == 4
+    assert "@gpt" in html and 'data-status="streaming"' in html
+    with app.app_context():
+        assert wait_until(lambda: Message.get(Message.role == "assistant").status == "complete")
+    html, _ = open_page(client)
+    assert html.count('class="message"') == 4, "seeded only once"
+
+
+def test_init_db_command(runner):
+    result = runner.invoke(args=["init-db"])
+    assert result.exit_code == 0 and "Database ready" in result.output
+
+
+def test_build_context_roles_and_names():
+    class M:
+        def __init__(self, role, author, body):
+            self.role, self.author, self.body = role, author, body
+
+    context = build_context([M("user", "Ann", "@gpt hi"), M("assistant", "gpt", "Hello Ann."), M("assistant", "gpt", "")])
+    assert context[1:] == [
+        {"role": "user", "content": "Ann: @gpt hi"},
+        {"role": "assistant", "content": "Hello Ann."},
+    ]
