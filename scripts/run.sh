@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install the app into .venv and run it like the Procfile's web process
+# (SQLite and the built-in demo model unless the environment says otherwise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e .
+export PORT="${PORT:-8000}"
+echo "Open http://localhost:${PORT}/"
+PATH="$PWD/.venv/bin:$PATH" exec bash -c "$(sed -n 's/^web: //p' Procfile)"
