@@ -1,7 +1,6 @@
 """A first conversation on a fresh database, so a newcomer sees a reply stream."""
 from faker import Faker
 
-from models import STREAMING
 from models import Flag
 from models import Message
 
@@ -28,12 +27,6 @@ def seed_if_empty(app):
     question = None
     for author, body in lines:
         question = Message.create(room=ROOM, author=author, role="user", body=body)
-    reply = Message.create(
-        room=ROOM,
-        author="gpt",
-        role="assistant",
-        status=STREAMING,
-        reply_to=question.id,
-        model=getattr(app.extensions["chat"]["generator"].provider, "model", None),
-    )
-    return app.extensions["chat"]["generator"].start(reply)
+    generator = app.extensions["chat"]["generator"]
+    reply = Message.new_reply(question, model=getattr(generator.provider, "model", None))
+    return generator.start(reply)

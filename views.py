@@ -17,7 +17,6 @@ from gevent.queue import Empty
 from markupsafe import Markup
 
 from hub import Event
-from models import STREAMING
 from models import Message
 from rendering import render_message
 from rendering import sse_event
@@ -129,15 +128,11 @@ def post_message():
     user_message = Message.create(room=room, author=me, role="user", body=text)
     reply = None
     if asks_model(text):
-        reply = Message.create(
-            room=room,
-            author="gpt",
-            role="assistant",
-            status=STREAMING,
-            reply_to=user_message.id,
-            stream_page=own_page if streams else None,
-            claimed_by=state["generator"].worker_id,
+        reply = Message.new_reply(
+            user_message,
             model=getattr(state["generator"].provider, "model", None),
+            page=own_page if streams else None,
+            claimed_by=state["generator"].worker_id,
         )
     user_html = render_message(user_message)
     reply_html = render_message(reply, "") if reply else Markup("")

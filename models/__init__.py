@@ -83,6 +83,20 @@ class Message(BaseModel):
         return rows
 
     @classmethod
+    def new_reply(cls, question, model=None, page=None, claimed_by=None):
+        """The empty, streaming assistant reply to ``question``."""
+        return cls.create(
+            room=question.room,
+            author="gpt",
+            role="assistant",
+            status=STREAMING,
+            reply_to=question.id,
+            stream_page=page,
+            claimed_by=claimed_by,
+            model=model,
+        )
+
+    @classmethod
     def claim(cls, message_id, owner):
         """Atomically take the right to generate a reply; True for exactly one caller."""
         query = cls.update(claimed_by=owner).where(
