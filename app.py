@@ -4,6 +4,7 @@ import secrets
 import socket
 
 import click
+import gevent
 from flask import Flask
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
@@ -11,6 +12,7 @@ from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import views
+import watchdog
 from generation import Generator
 from hub import Hub
 from models import create_tables
@@ -39,6 +41,13 @@ ENV_SETTINGS = {
     "CHUNK_SIZE_CAP": int,
     "CHUNK_TIME_CAP": float,
     "SSE_KEEPALIVE": float,
+    "POSTS_PER_MINUTE": int,
+    "ASKS_PER_MINUTE": int,
+    "REPLIES_PER_SESSION": int,
+    "MAX_CONCURRENT_REPLIES": int,
+    "HEARTBEAT_INTERVAL": float,
+    "WATCHDOG_INTERVAL": float,
+    "INTERRUPT_AFTER": float,
 }
 
 
@@ -82,6 +91,13 @@ def create_app(test_config=None):
         CHUNK_SIZE_CAP=300,
         CHUNK_TIME_CAP=1.0,
         SSE_KEEPALIVE=15.0,
+        POSTS_PER_MINUTE=20,
+        ASKS_PER_MINUTE=6,
+        REPLIES_PER_SESSION=1,
+        MAX_CONCURRENT_REPLIES=100,
+        HEARTBEAT_INTERVAL=15.0,
+        WATCHDOG_INTERVAL=5.0,
+        INTERRUPT_AFTER=45.0,
         MAX_CONTENT_LENGTH=64 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -102,6 +118,9 @@ def create_app(test_config=None):
     worker_id = "{}:{}:{}".format(socket.gethostname(), os.getpid(), secrets.token_hex(3))
     generator = Generator(app, hub, make_provider(app.config), worker_id)
     app.extensions["chat"] = {"hub": hub, "generator": generator}
+
+    if app.config["WATCHDOG_INTERVAL"]:
+        gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])
 
     app.register_blueprint(views.bp)
     sock = Sock(app)

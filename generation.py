@@ -18,6 +18,9 @@ from hub import FINAL
 from hub import Event
 from models import COMPLETE
 from models import FAILED
+from models import INTERRUPTED
+from models import STOPPED
+from models import STREAMING
 from models import Chunk
 from models import Message
 from models import db
@@ -31,6 +34,8 @@ from rendering import upsert
 log = logging.getLogger(__name__)
 
 _DONE = object()
+_STOP = object()  # the asker pressed Stop
+_INTERRUPT = object()  # the process is shutting down
 
 
 class Generation:
@@ -43,6 +48,7 @@ class Generation:
         self.listeners = []
         self.finished = False
         self.greenlet = None
+        self.tokens = Queue()  # provider tokens, or a _STOP / _INTERRUPT request
 
     def listen(self):
         """A queue of ("tok", text) items ending with ("final", html)."""
@@ -68,6 +74,7 @@ class Generator:
         self.size_cap = config["CHUNK_SIZE_CAP"]
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
+        self.heartbeat = config["HEARTBEAT_INTERVAL"]
 
     def start(self, reply, page=None, claimed=False):
         """Begin generating ``reply``; returns its ``Generation`` or None if
@@ -91,12 +98,32 @@ class Generator:
             Message.update(stream_page=None).where(Message.id == generation.reply_id).execute()
         self.hub.publish(Event("detach", generation.room, generation.reply_id, page=page))
 
+    def stop(self, reply_id):
+        """Stop a reply generated here; False if it does not run in this process."""
+        generation = self.running.get(reply_id)
+        if generation is None:
+            return False
+        generation.tokens.put(_STOP)
+        return True
+
+    def shutdown(self, grace):
+        """Let replies finish for up to ``grace`` seconds, then mark the rest
+        interrupted (their committed text kept). Used when the worker exits."""
+        greenlets = [g.greenlet for g in list(self.running.values())]
+        gevent.joinall(greenlets, timeout=max(0.0, grace))
+        for generation in list(self.running.values()):
+            generation.tokens.put(_INTERRUPT)
+        gevent.joinall([g.greenlet for g in list(self.running.values())], timeout=2)
+
     def _run(self, generation, reply):
         try:
             with self.app.app_context(), db.connection_context():
                 self._generate(generation, reply)
         except Exception:  # the greenlet must never die silently
             log.exception("reply %s crashed", reply.id)
+            # End the author's stream; its page then follows the reply over its
+            # socket, and the watchdog settles the stored reply.
+            generation.emit(("final", ""))
         finally:
             generation.finished = True
             self.running.pop(reply.id, None)
@@ -114,29 +141,47 @@ class Generator:
         ttft = None
         stream = None
 
+        last_write = time.monotonic()
+
         def commit(text):
-            nonlocal seq
+            nonlocal seq, last_write
             if not text:
                 return
             seq += 1
             with db.atomic():
                 Chunk.create(message=reply.id, seq=seq, text=text)
+            last_write = time.monotonic()
             self.hub.publish(
                 Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
             )
 
         try:
             stream = self.provider.stream(messages)
-            tokens = Queue()
-            reader = gevent.spawn(_read_into, stream, tokens)
+            reader = gevent.spawn(_read_into, stream, generation.tokens)
             while True:
+                silent_for = time.monotonic() - last_write
+                if silent_for >= self.heartbeat:
+                    # The model is slow and nothing is committed: show we are alive.
+                    Message.update(active_at=utcnow()).where(Message.id == reply.id).execute()
+                    last_write = time.monotonic()
+                    silent_for = 0
+                wait = self.heartbeat - silent_for
+                pending = chunker.seconds_left()
                 try:
-                    item = tokens.get(timeout=chunker.seconds_left())
+                    item = generation.tokens.get(timeout=wait if pending is None else min(wait, pending))
                 except Empty:
                     commit(chunker.flush_due())
                     continue
                 if item is _DONE:
                     break
+                if item is _STOP or item is _INTERRUPT:
+                    # Closing the upstream response is what makes the model stop.
+                    reader.kill(block=False)
+                    stream.close()
+                    commit(chunker.flush())
+                    status = STOPPED if item is _STOP else INTERRUPTED
+                    self._finish(generation, reply, status, "".join(parts), ttft, stream.usage or {})
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 if ttft is None:
@@ -147,8 +192,7 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
-            usage = stream.usage or {}
-            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, usage)
+            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, stream.usage or {})
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)
             if stream is not None:
@@ -166,7 +210,7 @@ class Generator:
         reply.completion_tokens = usage.get("completion_tokens")
         reply.error = error
         with db.atomic():
-            Message.update(
+            settled = Message.update(
                 status=status,
                 body=body,
                 completed_at=reply.completed_at,
@@ -176,12 +220,17 @@ class Generator:
                 completion_tokens=reply.completion_tokens,
                 error=error,
                 stream_page=None,
-            ).where(Message.id == reply.id).execute()
-            Chunk.delete().where(Chunk.message == reply.id).execute()
+            ).where((Message.id == reply.id) & (Message.status == STREAMING)).execute()
+            if settled:
+                Chunk.delete().where(Chunk.message == reply.id).execute()
+        if not settled:
+            # The watchdog already settled it (this process looked dead): show that.
+            reply = Message.get_by_id(reply.id)
         html = upsert(render_message(reply))
         generation.finished = True
         generation.emit(("final", html))
-        self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
+        if settled:
+            self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
 
 
 def _read_into(stream, queue):

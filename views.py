@@ -1,5 +1,6 @@
 """HTTP routes: the chat page, the composer's post (an event stream for htmx,
 post-redirect-get without JavaScript) and the socket every page opens."""
+import hashlib
 import re
 import secrets
 import unicodedata
@@ -7,6 +8,7 @@ import unicodedata
 from faker import Faker
 from flask import Blueprint
 from flask import Response
+from flask import abort
 from flask import current_app
 from flask import redirect
 from flask import render_template
@@ -17,6 +19,9 @@ from gevent.queue import Empty
 from markupsafe import Markup
 
 from hub import Event
+from models import RETRYABLE
+from models import STOPPED
+from models import STREAMING
 from models import Message
 from rendering import render_message
 from rendering import sse_event
@@ -24,23 +29,18 @@ from rendering import sse_text
 from rendering import upsert
 from security import same_origin
 from seeding import seed_if_empty
+from watchdog import settle
 from sockets import PageSocket
 from sockets import parse_ids
+from limits import Refused
+from limits import check_post
+from limits import check_reply_capacity
 
 bp = Blueprint("chat", __name__)
 
 DEFAULT_ROOM = "lobby"
 _MENTION = re.compile(r"(?<![\w@])@gpt\b", re.IGNORECASE)
 _faker = None
-
-
-class BadMessage(Exception):
-    """A post that cannot become a message; ``status`` is the HTTP status."""
-
-    def __init__(self, text, status=400):
-        super().__init__(text)
-        self.text = text
-        self.status = status
 
 
 def chat():
@@ -59,16 +59,24 @@ def current_name():
     return name
 
 
+def session_key():
+    """A digest of this browser session's random id: marks its own messages."""
+    sid = session.get("sid")
+    if sid is None:
+        sid = session["sid"] = secrets.token_hex(16)
+    return hashlib.sha256(sid.encode()).hexdigest()[:24]
+
+
 def clean_body(raw, max_length):
-    """Normalise a posted message or raise ``BadMessage``."""
+    """Normalise a posted message or raise ``Refused``."""
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     text = "".join(
         ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
     ).strip()
     if not text:
-        raise BadMessage("Write something first: empty messages are not sent.")
+        raise Refused("Write something first: empty messages are not sent.", 400)
     if len(text) > max_length:
-        raise BadMessage(
+        raise Refused(
             "That message is {:,} characters long; the limit is {:,}.".format(len(text), max_length), 413
         )
     return text
@@ -98,6 +106,7 @@ def render_page(draft="", error=None, status=200):
         page_id=secrets.token_hex(8),
         last_id=messages[-1].id if messages else 0,
         model_name=getattr(chat()["generator"].provider, "model", "demo"),
+        session_key=session_key(),
         draft=draft,
         error=error,
     )
@@ -111,9 +120,10 @@ def post_message():
     try:
         raw = request.form.get("body")
         if raw is None:
-            raise BadMessage("The form is missing its message field.")
+            raise Refused("The form is missing its message field.", 400)
         text = clean_body(raw, config["MAX_MESSAGE_LENGTH"])
-    except BadMessage as exc:
+        check_post(session_key(), asks_model(text), config)
+    except Refused as exc:
         if is_htmx:
             return composer_error(exc.text, exc.status)
         return render_page(draft=request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2], error=exc.text, status=exc.status)
@@ -125,7 +135,7 @@ def post_message():
     own_page = page if is_htmx else None
     me = current_name()
     state = chat()
-    user_message = Message.create(room=room, author=me, role="user", body=text)
+    user_message = Message.create(room=room, author=me, role="user", body=text, session_key=session_key())
     reply = None
     if asks_model(text):
         reply = Message.new_reply(
@@ -162,6 +172,53 @@ def post_message():
     return response
 
 
+def own_reply(message_id):
+    """The assistant reply ``message_id``, if this session asked for it (else 404/403)."""
+    reply = Message.get_or_none((Message.id == message_id) & (Message.role == "assistant"))
+    if reply is None:
+        abort(404, description="There is no such reply.")
+    if reply.session_key != session_key():
+        abort(403, description="Only the person who asked can do that.")
+    return reply
+
+
+def done(reply):
+    """What a control answers: nothing for htmx (the change arrives on every
+    page), a redirect back to the reply without JavaScript."""
+    if request.headers.get("HX-Request") == "true":
+        return "", 204
+    return redirect(url_for("chat.index", _anchor="message-{}".format(reply.id)), 303)
+
+
+@bp.post("/messages/<int:message_id>/stop")
+def stop_reply(message_id):
+    """Stop generating a reply: the upstream request is closed, the text so far kept."""
+    reply = own_reply(message_id)
+    if reply.status == STREAMING and not chat()["generator"].stop(reply.id):
+        # Nobody here generates it (its process died): settle it as stopped.
+        settle(reply, STOPPED, chat()["hub"])
+    return done(reply)
+
+
+@bp.post("/messages/<int:message_id>/retry")
+def retry_reply(message_id):
+    """Ask the model again for a reply that failed, was stopped or interrupted."""
+    reply = own_reply(message_id)
+    state = chat()
+    try:
+        if reply.status not in RETRYABLE:
+            raise Refused("Only a failed, stopped or interrupted reply can be retried.", 409)
+        check_reply_capacity(reply.session_key, current_app.config)
+    except Refused as exc:
+        abort(exc.status, description=exc.text)
+    if not reply.restart(state["generator"].worker_id):
+        abort(409, description="That reply is already being retried.")
+    reply = Message.get_by_id(reply.id)
+    state["hub"].publish(Event("article", reply.room, reply.id, 0, upsert(render_message(reply, ""))))
+    state["generator"].start(reply, claimed=True)
+    return done(reply)
+
+
 def composer_error(text, status):
     """An error shown under the composer; the typed text stays where it is."""
     response = Response(render_template("_composer_error.html", error=text), status=status)
@@ -188,6 +245,8 @@ def stream_reply(first, generator, generation, queue, keepalive):
                 try:
                     item = queue.get(timeout=keepalive)
                 except Empty:
+                    if generation.finished and queue.empty():
+                        return  # the generation died without a last word
                     yield ": keep-alive\n\n"
                     continue
             kind, payload = item

@@ -26,6 +26,7 @@ FAILED = "failed"
 STOPPED = "stopped"
 INTERRUPTED = "interrupted"
 FINAL_STATUSES = (COMPLETE, FAILED, STOPPED, INTERRUPTED)
+RETRYABLE = (FAILED, STOPPED, INTERRUPTED)
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -52,10 +53,15 @@ class Message(BaseModel):
     room = CharField(max_length=64, index=True)
     author = CharField(max_length=120)
     role = CharField(max_length=16)  # "user" or "assistant"
+    # Which browser session posted it, or asked for it (a digest of the
+    # session id, safe to show: pages use it to mark their own messages).
+    session_key = CharField(max_length=32, null=True, index=True)
     status = CharField(max_length=16, default=COMPLETE)
     body = TextField(default="")
     created_at = DateTimeField(default=utcnow)
     completed_at = DateTimeField(null=True)
+    # Written while the model is silent, so the watchdog knows we are alive.
+    active_at = DateTimeField(null=True)
     reply_to = ForeignKeyField("self", null=True, backref="replies", on_delete="SET NULL")
     # The page whose form post streams this reply token by token; its sockets
     # skip the reply's pushes so nothing shows twice.
@@ -91,6 +97,7 @@ class Message(BaseModel):
             role="assistant",
             status=STREAMING,
             reply_to=question.id,
+            session_key=question.session_key,
             stream_page=page,
             claimed_by=claimed_by,
             model=model,
@@ -102,6 +109,16 @@ class Message(BaseModel):
         query = cls.update(claimed_by=owner).where(
             (cls.id == message_id) & (cls.claimed_by.is_null()) & (cls.status == STREAMING)
         )
+        return query.execute() == 1
+
+    def restart(self, owner):
+        """Atomically turn a failed/stopped/interrupted reply back into an empty
+        streaming one claimed by ``owner``; True for exactly one caller."""
+        query = Message.update(
+            status=STREAMING, body="", error=None, completed_at=None, active_at=utcnow(),
+            prompt_tokens=None, completion_tokens=None, ttft_ms=None, stream_page=None,
+            claimed_by=owner,
+        ).where((Message.id == self.id) & (Message.status.in_(RETRYABLE)))
         return query.execute() == 1
 
     def committed(self):

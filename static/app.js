@@ -118,5 +118,20 @@
     if (button && !button.disabled) field.form.requestSubmit(button);
   });
 
+  // Articles are rendered once for every viewer; this page shows its own
+  // controls (Stop, Retry) and marks its own messages with "(you)".
+  function markMine() {
+    var me = document.body.dataset.session;
+    if (!me || !/^[0-9a-f]+$/.test(me)) return;
+    var sheet = new CSSStyleSheet();
+    var mine = 'article[data-session="' + me + '"]';
+    sheet.replaceSync(
+      mine + " .mine-only { display: inline-block; }\n" +
+      mine + '[data-role="user"] .message-author::after { content: " (you)"; font-weight: normal; }'
+    );
+    document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
+  }
+
+  window.addEventListener("DOMContentLoaded", markMine);
   window.addEventListener("load", function () { window.scrollTo(0, document.body.scrollHeight); });
 })();

@@ -50,10 +50,14 @@ def app(tmp_path):
             "SEED_DEMO": False,
             "DEMO_TOKEN_DELAY": 0.001,
             "DEMO_FIRST_TOKEN_DELAY": 0.0,
+            "WATCHDOG_INTERVAL": 0,
         }
     )
     app.extensions["chat"]["generator"].provider = ScriptedProvider()
     yield app
+    # Replies still running belong to this app's database: settle them now.
+    with app.app_context():
+        app.extensions["chat"]["generator"].shutdown(0)
 
 
 @pytest.fixture

@@ -1,0 +1,47 @@
+"""Rate limits and caps, counted in the database so they hold across workers.
+
+Each check raises ``Refused`` with a message a person can act on.
+"""
+from datetime import timedelta
+
+from models import STREAMING
+from models import Message
+from models import utcnow
+
+
+class Refused(Exception):
+    """A request that is over a limit; ``status`` is the HTTP status."""
+
+    def __init__(self, text, status=429):
+        super().__init__(text)
+        self.text = text
+        self.status = status
+
+
+def _since(seconds):
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def _replies_for(session_key):
+    return Message.select().where(Message.session_key == session_key, Message.role == "assistant")
+
+
+def check_post(session_key, asks_model, config):
+    """Refuse a post over the per-session rates or the reply caps."""
+    mine = Message.select().where(Message.session_key == session_key, Message.role == "user")
+    if mine.where(Message.created_at > _since(60)).count() >= config["POSTS_PER_MINUTE"]:
+        raise Refused("You are sending messages too fast. Wait a few seconds and try again.")
+    if not asks_model:
+        return
+    if _replies_for(session_key).where(Message.created_at > _since(60)).count() >= config["ASKS_PER_MINUTE"]:
+        raise Refused("You have asked @gpt a lot this minute. Wait a little before asking again.")
+    check_reply_capacity(session_key, config)
+
+
+def check_reply_capacity(session_key, config):
+    """Refuse when this session or the whole server already runs its maximum of replies."""
+    if _replies_for(session_key).where(Message.status == STREAMING).count() >= config["REPLIES_PER_SESSION"]:
+        raise Refused("@gpt is still answering you. Wait for that reply (or stop it) before asking again.")
+    running = Message.select().where(Message.status == STREAMING).count()
+    if running >= config["MAX_CONCURRENT_REPLIES"]:
+        raise Refused("@gpt is busy answering everyone right now. Try again in a moment.", 503)

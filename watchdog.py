@@ -1,0 +1,77 @@
+"""The watchdog: no reply stays "streaming" forever.
+
+A reply is alive while the process generating it shows activity: a committed
+chunk, or a heartbeat written while the model is silent. One whose last
+activity is older than ``stale_after`` seconds (its process died: ``kill -9``,
+an out-of-memory kill, a lost host) is marked ``interrupted``, its committed
+text kept, and every page is told. Replies running in this process are never
+touched: they have their own timeouts.
+"""
+import logging
+from datetime import timedelta
+
+import gevent
+
+from hub import FINAL
+from hub import Event
+from models import INTERRUPTED
+from models import STREAMING
+from models import Chunk
+from models import Message
+from models import db
+from models import utcnow
+from rendering import render_message
+from rendering import upsert
+
+log = logging.getLogger(__name__)
+
+
+def last_activity(message):
+    """When the process generating ``message`` last showed it was alive."""
+    latest = (
+        Chunk.select(Chunk.created_at).where(Chunk.message == message.id).order_by(Chunk.seq.desc()).first()
+    )
+    times = (message.created_at, message.active_at, latest.created_at if latest else None)
+    return max(t for t in times if t is not None)
+
+
+def settle(message, status, hub):
+    """Settle a reply nobody generates any more, keeping what was committed."""
+    with db.atomic():
+        text, _ = message.committed()
+        settled = (
+            Message.update(status=status, body=text, completed_at=utcnow(), stream_page=None)
+            .where((Message.id == message.id) & (Message.status == STREAMING))
+            .execute()
+        )
+        if settled:
+            Chunk.delete().where(Chunk.message == message.id).execute()
+    if settled:
+        message = Message.get_by_id(message.id)
+        hub.publish(Event("article", message.room, message.id, FINAL, upsert(render_message(message))))
+    return bool(settled)
+
+
+def sweep(generator, hub, stale_after):
+    """Interrupt every streaming reply that shows no sign of life; their ids."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    interrupted = []
+    for message in Message.select().where(Message.status == STREAMING):
+        if message.id in generator.running:
+            continue
+        if last_activity(message) < cutoff and settle(message, INTERRUPTED, hub):
+            log.warning("reply %s interrupted: no activity since before %s", message.id, cutoff)
+            interrupted.append(message.id)
+    return interrupted
+
+
+def run(app, interval, stale_after):
+    """Sweep every ``interval`` seconds, forever (a greenlet per process)."""
+    chat = app.extensions["chat"]
+    while True:
+        try:
+            with app.app_context(), db.connection_context():
+                sweep(chat["generator"], chat["hub"], stale_after)
+        except Exception:
+            log.exception("watchdog sweep failed")
+        gevent.sleep(interval)
