@@ -132,6 +132,8 @@ class PageSocket:
                     self.handle(self.sub.queue.get())
         except (ConnectionClosed, OSError):
             pass
+        except Exception:
+            log.exception("socket writer for page %s failed", self.page)
 
     def _cut(self):
         """Drop a viewer that stopped reading: its page reconnects and resyncs."""
@@ -146,6 +148,9 @@ class PageSocket:
         """Subscribe, start the writer, and read the page's requests until it goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
         writer = gevent.spawn(self.write_loop, current_app._get_current_object())
+        # However the writer ends, end the connection too: the page reconnects
+        # and resyncs instead of looking live while receiving nothing.
+        writer.link(lambda _: self._cut())
         try:
             while not writer.dead:
                 data = self.ws.receive(timeout=10)

@@ -176,3 +176,33 @@ def test_serve_runs_snapshot_then_live_events_and_unsubscribes(room):
     assert len(ws.sent) == 1 and 'id="message-{}"'.format(reply.id) in ws.sent[0]
     server.kill()
     assert hub.count("lobby") == 0
+
+
+def test_a_writer_that_breaks_cuts_the_connection(room):
+    class RawSocket:
+        def __init__(self):
+            self.shut = False
+
+        def shutdown(self, how):
+            self.shut = True
+
+    class BrokenSocket(RecordingSocket):
+        def __init__(self):
+            super().__init__()
+            self.sock = RawSocket()
+
+        def send(self, data):
+            raise ValueError("unexpected")
+
+    make_reply(["One. "])
+    ws = BrokenSocket()
+    sock = PageSocket(ws, Hub(), "lobby", "pageB", after=0)
+
+    def serve_in_app():
+        with room.app_context():
+            sock.serve()
+
+    server = gevent.spawn(serve_in_app)
+    gevent.sleep(0.05)
+    assert ws.sock.shut, "the page must see the socket drop and reconnect"
+    server.kill()

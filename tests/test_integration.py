@@ -1,0 +1,744 @@
+"""End-to-end tests against a real gunicorn+gevent server (``live_server``)
+whose model is the fake OpenAI-compatible server (``live_server.llm``).
+
+Everything is checked on the wire (SSE bytes of the author's response, frames of
+page sockets) and in the SQLite file the server writes, never through the app's
+own objects.  Only the standard library and ``websocket-client`` are used.
+"""
+import contextlib
+import html
+import http.cookiejar
+import re
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+import websocket
+from markupsafe import escape
+
+from chunking import Chunker
+
+UPSERT_OPEN = '<hx-upsert hx-target="#messages" sort>'
+UPSERT_CLOSE = "</hx-upsert>"
+ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>(.*?)</article>', re.S)
+ATTR_RE = re.compile(r'\s([\w-]+)="([^"]*)"')
+BODY_RE = re.compile(r'<div class="message-body (plain|markdown)" id="message-(\d+)-body">(.*?)</div>', re.S)
+APPEND_RE = re.compile(r'\A<i hx-swap-oob="beforeend:#message-(\d+)-body">(.*)</i>\Z', re.S)
+
+# Four sentences, a blank line, markup and quotes that must be escaped, a
+# Markdown emphasis for the final render; ends on visible text.
+TOKENS = [
+    "Hello", " there", ",", " friend", ".",
+    " This", " reply", " has", " <b>tags</b>", " &", ' "quotes"', ".", "\n\n",
+    "Second", " paragraph", " asks", " why", "?",
+    " It", " ends", " with", " **bold**", " text", "!",
+    " Done", ".",
+]
+REPLY = "".join(TOKENS)
+# What the chunker rules (sentence ends, blank lines) give for TOKENS.
+EXPECTED_CHUNKS = [
+    "Hello there, friend. ",
+    'This reply has <b>tags</b> & "quotes".\n\n',
+    "Second paragraph asks why? ",
+    "It ends with **bold** text! ",
+    "Done.",
+]
+
+
+def chunks_of(tokens):
+    """The chunks ``chunking.Chunker`` commits for ``tokens`` with no time cap."""
+    chunker = Chunker(size_cap=300, time_cap=10_000)
+    out = []
+    for token in tokens:
+        out.extend(chunker.feed(token))
+    last = chunker.flush()
+    if last:
+        out.append(last)
+    return out
+
+
+def slow_tokens(sentences):
+    """Sentences of three tokens whose last token carries the sentence end and
+    its space, so each chunk is committed as soon as its sentence is complete
+    (well inside the 1 s time cap even at 0.2 s per token)."""
+    tokens = []
+    for i in range(sentences):
+        tokens += ["Sentence", " number {}".format(i + 1), " ends. " if i + 1 < sentences else " ends."]
+    return tokens
+
+
+# -- small helpers -------------------------------------------------------------
+
+
+def wait_until(predicate, timeout, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after {}s waiting for {}".format(timeout, message))
+        time.sleep(interval)
+
+
+def query(db_path, sql, args=()):
+    """Rows from the live server's SQLite file, all read in one snapshot."""
+    con = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+    con.row_factory = sqlite3.Row
+    try:
+        con.execute("BEGIN")
+        if isinstance(sql, str):
+            result = [dict(r) for r in con.execute(sql, args).fetchall()]
+        else:  # several queries in one read transaction
+            result = [[dict(r) for r in con.execute(s, a).fetchall()] for s, a in sql]
+        con.execute("COMMIT")
+        return result
+    finally:
+        con.close()
+
+
+def message_row(db_path, message_id):
+    rows = query(db_path, "SELECT * FROM message WHERE id = ?", (message_id,))
+    return rows[0] if rows else None
+
+
+def wait_settled(db_path, message_id, timeout):
+    """The message row once it is no longer streaming."""
+    def settled():
+        row = message_row(db_path, message_id)
+        return row if row["status"] != "streaming" else None
+
+    return wait_until(settled, timeout, message="message {} to settle".format(message_id))
+
+
+def chunk_rows(db_path, message_id):
+    return query(db_path, "SELECT seq, text FROM chunk WHERE message_id = ? ORDER BY seq", (message_id,))
+
+
+def parse_upsert(data):
+    """The articles of one ``<hx-upsert>`` fragment, in order."""
+    assert data.startswith(UPSERT_OPEN) and data.endswith(UPSERT_CLOSE), data[:200]
+    articles = []
+    for match in ARTICLE_RE.finditer(data):
+        attrs = dict(ATTR_RE.findall(match.group(2)))
+        body = BODY_RE.search(match.group(3))
+        assert body and int(body.group(2)) == int(match.group(1)), match.group(0)
+        articles.append(
+            {
+                "id": int(match.group(1)),
+                "role": attrs["data-role"],
+                "status": attrs["data-status"],
+                "body_kind": body.group(1),
+                "body_html": body.group(3),
+                "html": match.group(0),
+            }
+        )
+    assert articles, data[:200]
+    return articles
+
+
+def parse_append(data):
+    """(message id, escaped text) of an out-of-band append, or None."""
+    match = APPEND_RE.match(data)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+class Result:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Browser:
+    """One browser: its own cookie jar (session), the page it loaded, its name."""
+
+    def __init__(self, server):
+        self.server = server
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
+        self.page = self.csrf = self.name = None
+        self.last_id = None
+
+    def _open(self, request):
+        try:
+            response = self.opener.open(request, timeout=10)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Result(exc.code, exc.headers, exc.read().decode("utf-8"))
+        with response:
+            return Result(response.status, response.headers, response.read().decode("utf-8"))
+
+    def load(self):
+        """GET / like a browser: keeps the session cookie, reads page id and token."""
+        result = self._open(urllib.request.Request(self.server.url + "/"))
+        assert result.status == 200
+        page_html = result.body
+        self.csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page_html).group(1)
+        self.page = re.search(r'<input type="hidden" name="page" value="([0-9a-f]+)">', page_html).group(1)
+        self.name = html.unescape(re.search(r'<strong class="me">(.*?)</strong>', page_html).group(1))
+        connect = re.search(r'hx-ws:connect="/ws\?page=([0-9a-f]+)&(?:amp;)?after=(\d+)"', page_html)
+        assert connect and connect.group(1) == self.page, "the socket URL names the page's id"
+        self.last_id = int(connect.group(2))
+        assert any(c.name == "session" for c in self.jar), "GET / sets the session cookie"
+        return page_html
+
+    def _request(self, body, *, htmx=True, sse=True, token="session", field_token="session"):
+        token = self.csrf if token == "session" else token
+        field_token = self.csrf if field_token == "session" else field_token
+        form = {"body": body, "page": self.page or ""}
+        if field_token is not None:
+            form["csrf_token"] = field_token
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if htmx:
+            headers["HX-Request"] = "true"
+        if sse:
+            headers["Accept"] = "text/html, text/event-stream"
+        if token is not None:
+            headers["X-CSRF-Token"] = token
+        data = urllib.parse.urlencode(form).encode()
+        return urllib.request.Request(self.server.url + "/messages", data=data, headers=headers, method="POST")
+
+    def post(self, body, **kwargs):
+        """A complete (non-streaming) exchange."""
+        return self._open(self._request(body, **kwargs))
+
+    @contextlib.contextmanager
+    def stream(self, body):
+        """POST as htmx with SSE accepted; yields the open response (read it with SSEReader)."""
+        response = self.opener.open(self._request(body), timeout=10)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def say(self, text):
+        """A plain message (no model) as htmx without SSE; returns its id."""
+        result = self.post(text, sse=False)
+        assert result.status == 200, result.body
+        return parse_upsert(result.body)[0]["id"]
+
+
+class SSEReader:
+    """Server-Sent Events from a response, parsed by the spec's rules."""
+
+    def __init__(self, response):
+        self.response = response
+        self.comments = 0
+
+    def next(self):
+        """The next event as {"event", "data"}; None at the end of the stream."""
+        data, event = [], None
+        while True:
+            raw = self.response.readline()
+            if not raw:
+                return None if not data else {"event": event, "data": "\n".join(data)}
+            line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            if line == "":
+                if data:
+                    return {"event": event, "data": "\n".join(data)}
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+                continue
+            field, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                event = value
+
+    def __iter__(self):
+        while True:
+            event = self.next()
+            if event is None:
+                return
+            yield event
+
+
+class Socket:
+    """A page's websocket with a reader thread that records every frame."""
+
+    def __init__(self, server, page, after=0, streaming=(), origin="same", **options):
+        params = {"page": page, "after": after}
+        if streaming:
+            params["streaming"] = ",".join(str(i) for i in streaming)
+        url = "ws://127.0.0.1:{}/ws?{}".format(server.port, urllib.parse.urlencode(params))
+        if origin == "same":
+            options["origin"] = server.url
+        elif origin is None:
+            options["suppress_origin"] = True
+        else:
+            options["origin"] = origin
+        self.ws = websocket.create_connection(url, timeout=10, **options)
+        self.frames = []  # text frames, in arrival order
+        self.close_code = None
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while True:
+                opcode, data = self.ws.recv_data(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    with self._cond:
+                        self.frames.append(data.decode("utf-8"))
+                        self._cond.notify_all()
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                    return
+        except Exception:  # socket shut down or reset: the thread just ends
+            return
+        finally:
+            self.closed.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_frames(self, predicate, timeout=8, what="frames"):
+        """Wait until ``predicate(frames)`` is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate(list(self.frames))
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.closed.is_set() and not value):
+                    pytest.fail("socket: no {} after {:.1f}s; got {!r}".format(what, timeout, self.frames))
+                self._cond.wait(min(left, 0.1))
+
+    def wait_count(self, n, timeout=8):
+        return self.wait_frames(lambda f: len(f) >= n and f, timeout, "{} frames".format(n))
+
+    def close(self):
+        """Close politely (close frame), then make sure the socket is gone."""
+        if not self.closed.is_set():
+            try:
+                self.ws.send_close()
+            except Exception:
+                pass
+            self.closed.wait(2)
+        if not self.closed.is_set():
+            self.ws.abort()
+            self.closed.wait(2)
+        self._thread.join(2)
+        self.ws.shutdown()
+
+
+@pytest.fixture
+def sockets(live_server):
+    """Opens page sockets and closes them all before the server stops."""
+    opened = []
+
+    def open_socket(page, **kwargs):
+        sock = Socket(live_server, page, **kwargs)
+        opened.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in opened:
+        sock.close()
+
+
+def ready_socket(open_socket, page):
+    """A subscribed page socket: it connects with after=0 to a room holding at
+    least one message, so the snapshot frame proves the server subscribed it.
+    Returns (socket, number of snapshot frames to skip)."""
+    sock = open_socket(page, after=0)
+    sock.wait_count(1)
+    return sock, 1
+
+
+def read_author_stream(browser, text):
+    """Post ``text`` over SSE and read the whole stream; returns (headers, events)."""
+    with browser.stream(text) as response:
+        assert response.status == 200
+        headers = response.headers
+        events = list(SSEReader(response))
+    return headers, events
+
+
+def split_observer_frames(frames, reply_id):
+    """(articles frames, appends, finals) for one reply as an observer sees it."""
+    appends, finals, others = [], [], []
+    for data in frames:
+        append = parse_append(data)
+        if append:
+            assert append[0] == reply_id, data
+            appends.append(append[1])
+        else:
+            articles = parse_upsert(data)
+            if any(a["id"] == reply_id and a["status"] == "complete" for a in articles):
+                finals.append(articles)
+            else:
+                others.append(articles)
+    return others, appends, finals
+
+
+# -- 1. the author's stream ------------------------------------------------------
+
+
+def test_author_stream_carries_every_token(live_server):
+    live_server.llm.enqueue(TOKENS, delay=0.02)
+    alice = Browser(live_server)
+    alice.load()
+    text = "Hey @gpt, explain <streaming> & \"chunks\" please"
+
+    with alice.stream(text) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        reply_id = int(response.headers["X-Reply-Id"])
+        assert response.headers["HX-Retarget"] == "#message-{}-body".format(reply_id)
+        assert response.headers["HX-Reswap"] == "beforeend"
+        assert response.headers["Cache-Control"] == "no-cache"
+        events = list(SSEReader(response))
+
+    assert len(events) >= 3
+    # First event: the user's article and the empty streaming reply, in id order.
+    first = parse_upsert(events[0]["data"])
+    assert [(a["role"], a["status"]) for a in first] == [("user", "complete"), ("assistant", "streaming")]
+    user, reply = first
+    assert reply["id"] == reply_id and user["id"] < reply_id
+    assert html.unescape(user["body_html"]) == text
+    assert "<streaming>" not in user["html"], "user text must be escaped"
+    assert reply["body_html"] == "" and reply["body_kind"] == "plain"
+
+    # Middle events: escaped token text only; together exactly the reply.
+    middle = events[1:-1]
+    for event in middle:
+        assert event["event"] is None
+        assert "<" not in event["data"], "tokens travel escaped: " + event["data"]
+        assert event["data"].strip(), "no whitespace-only swaps"
+    assert "".join(html.unescape(e["data"]) for e in middle) == REPLY
+    assert any("\n" in e["data"] for e in middle), "the blank line arrives as multi-line data"
+
+    # Last event: the final article, complete, Markdown rendered and sanitized.
+    final = parse_upsert(events[-1]["data"])
+    assert len(final) == 1 and final[0]["id"] == reply_id
+    assert final[0]["status"] == "complete" and final[0]["body_kind"] == "markdown"
+    assert "<strong>bold</strong>" in final[0]["body_html"]
+    assert "&lt;b&gt;tags&lt;/b&gt;" in final[0]["body_html"] and "<b>" not in final[0]["body_html"]
+    assert "{} completion tokens".format(len(TOKENS)) in final[0]["html"]
+
+    # What the model was asked.
+    assert len(live_server.llm.requests) == 1
+    assert live_server.llm.headers[0]["Authorization"] == "Bearer test-key"
+    request = live_server.llm.requests[0]
+    assert request["model"] == "fake-model" and request["stream"] is True
+    messages = request["messages"]
+    assert messages[0]["role"] == "system" and "gpt" in messages[0]["content"]
+    assert messages[-1] == {"role": "user", "content": "{}: {}".format(alice.name, text)}
+
+
+# -- 2. an observer's socket -----------------------------------------------------
+
+
+def test_observer_gets_one_append_per_chunk(live_server, sockets):
+    assert chunks_of(TOKENS) == EXPECTED_CHUNKS
+    alice, bob = Browser(live_server), Browser(live_server)
+    alice.load()
+    alice.say("hi all")
+    bob.load()
+    assert bob.page != alice.page
+    observer, skip = ready_socket(sockets, bob.page)
+
+    live_server.llm.enqueue(TOKENS, delay=0.02)
+    headers, events = read_author_stream(alice, "@gpt tell us something")
+    reply_id = int(headers["X-Reply-Id"])
+    n = len(EXPECTED_CHUNKS)
+    frames = observer.wait_count(skip + n + 3)[skip:]
+    time.sleep(0.2)  # nothing more may follow
+    assert len(observer.frames) == skip + n + 3, observer.frames[skip + n + 3:]
+
+    # The two new articles come first, one frame each, then the appends, then the final.
+    user_frame, reply_frame = parse_upsert(frames[0]), parse_upsert(frames[1])
+    assert [(a["id"], a["role"]) for a in user_frame] == [(reply_id - 1, "user")]
+    assert [(a["id"], a["role"], a["status"], a["body_html"]) for a in reply_frame] == [
+        (reply_id, "assistant", "streaming", "")
+    ]
+    appends = [parse_append(f) for f in frames[2:2 + n]]
+    assert all(a is not None and a[0] == reply_id for a in appends), frames[2:2 + n]
+    texts = [html.unescape(a[1]) for a in appends]
+    assert texts == EXPECTED_CHUNKS  # one append per committed chunk, in order
+    assert "".join(texts) == REPLY  # REPLY ends in visible text: nothing is held back
+    for a in appends:
+        assert "<" not in a[1], "chunk text travels escaped"
+    final = parse_upsert(frames[-1])
+    assert [(a["id"], a["status"]) for a in final] == [(reply_id, "complete")]
+    assert "<strong>bold</strong>" in final[0]["body_html"]
+
+    # Bandwidth: the reply text crosses the socket once (escaped) before completion.
+    overhead = len('<i hx-swap-oob="beforeend:#message-{}-body"></i>'.format(reply_id))
+    append_bytes = sum(len(f.encode()) for f in frames[2:2 + n])
+    assert append_bytes == sum(overhead + len(str(escape(c)).encode()) for c in EXPECTED_CHUNKS)
+    assert append_bytes < 2 * len(REPLY.encode()) + n * overhead
+    for f in frames[:-1]:  # no frame before the final one carries the whole reply
+        assert REPLY not in html.unescape(f)
+        assert str(escape(REPLY)) not in f
+
+
+# -- 3. the asker's own socket skips its reply ------------------------------------
+
+
+def test_askers_socket_skips_own_reply(live_server, sockets):
+    alice, bob, carol = Browser(live_server), Browser(live_server), Browser(live_server)
+    alice.load()
+    alice.say("hi all")
+    bob.load()
+    own, own_skip = ready_socket(sockets, alice.page)
+    observer, obs_skip = ready_socket(sockets, bob.page)
+
+    live_server.llm.enqueue(TOKENS, delay=0.02)
+    headers, events = read_author_stream(alice, "@gpt are you there?")
+    reply_id = int(headers["X-Reply-Id"])
+    assert "".join(html.unescape(e["data"]) for e in events[1:-1]) == REPLY
+
+    # The observer gets everything; wait for its final swap.
+    observer.wait_frames(lambda f: any(split_observer_frames(f[obs_skip:], reply_id)[2]), what="final swap")
+    # A sentinel from a third browser: once the asker's socket has it, every
+    # earlier event of the room has been through that socket's queue.
+    carol.load()
+    sentinel = carol.say("sentinel")
+    own.wait_frames(lambda f: any('id="message-{}"'.format(sentinel) in x for x in f), what="sentinel")
+    own_frames = own.frames[own_skip:]
+    assert len(own_frames) == 1, "the asker's socket got its own post/reply events: {!r}".format(own_frames[:-1])
+    assert [a["id"] for a in parse_upsert(own_frames[0])] == [sentinel]
+
+    observer.wait_frames(lambda f: any('id="message-{}"'.format(sentinel) in x for x in f), what="sentinel")
+    others, appends, finals = split_observer_frames(observer.frames[obs_skip:], reply_id)
+    assert [html.unescape(t) for t in appends] == EXPECTED_CHUNKS
+    assert len(finals) == 1
+    assert [[a["id"] for a in arts] for arts in others] == [[reply_id - 1], [reply_id], [sentinel]]
+
+
+# -- 4. database rows --------------------------------------------------------------
+
+
+def test_db_rows_while_streaming_and_after(live_server):
+    tokens = slow_tokens(4)  # 12 tokens, 0.2 s apart: ~2.2 s
+    reply_text = "".join(tokens)
+    expected = chunks_of(tokens)
+    assert len(expected) == 4
+    live_server.llm.enqueue(tokens, delay=0.2)
+    alice = Browser(live_server)
+    alice.load()
+    db_path = live_server.db_path
+
+    with alice.stream("@gpt count slowly") as response:
+        reader = SSEReader(response)
+        reply_id = int(response.headers["X-Reply-Id"])
+        assert reader.next() is not None
+        user_id = message_row(db_path, reply_id)["reply_to_id"]
+        user = message_row(db_path, user_id)
+        assert (user["role"], user["status"], user["body"], user["author"]) == (
+            "user", "complete", "@gpt count slowly", alice.name)
+
+        def mid_way():
+            (msg,), chunks = query(
+                db_path,
+                [
+                    ("SELECT * FROM message WHERE id = ?", (reply_id,)),
+                    ("SELECT seq, text FROM chunk WHERE message_id = ? ORDER BY seq", (reply_id,)),
+                ],
+            )
+            return (msg, chunks) if len(chunks) >= 2 else None
+
+        msg, chunks = wait_until(mid_way, 6, message="two committed chunks")
+        assert msg["status"] == "streaming", "looked too late: {}".format(msg["status"])
+        assert msg["body"] == "" and msg["completed_at"] is None
+        assert msg["stream_page"] == alice.page and msg["claimed_by"]
+        assert [c["seq"] for c in chunks] == list(range(1, len(chunks) + 1))
+        committed = "".join(c["text"] for c in chunks)
+        assert reply_text.startswith(committed)
+        assert [c["text"] for c in chunks] == expected[: len(chunks)]
+        assert len(chunks) < len(expected)
+        rest = list(reader)
+
+    assert "".join(html.unescape(e["data"]) for e in rest[:-1]) == reply_text
+    assert 'data-status="complete"' in rest[-1]["data"]
+    msg = wait_settled(db_path, reply_id, 5)
+    assert msg["status"] == "complete"
+    assert msg["body"] == reply_text
+    assert msg["completion_tokens"] == len(tokens)
+    assert msg["prompt_tokens"] and msg["ttft_ms"] is not None and msg["completed_at"]
+    assert msg["model"] == "fake-model" and msg["error"] is None and msg["stream_page"] is None
+    assert chunk_rows(db_path, reply_id) == []
+    assert query(db_path, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+
+
+# -- 5. the author leaves mid-reply ------------------------------------------------
+
+
+def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
+    tokens = slow_tokens(6)  # 18 tokens, 0.1 s apart: ~1.7 s
+    reply_text = "".join(tokens)
+    expected = chunks_of(tokens)
+    alice, bob = Browser(live_server), Browser(live_server)
+    alice.load()
+    alice.say("hi all")
+    bob.load()
+    observer, obs_skip = ready_socket(sockets, bob.page)
+    own, own_skip = ready_socket(sockets, alice.page)  # the author's page stays open
+
+    live_server.llm.enqueue(tokens, delay=0.1)
+    with alice.stream("@gpt go on without me") as response:
+        reader = SSEReader(response)
+        reply_id = int(response.headers["X-Reply-Id"])
+        assert "streaming" in reader.next()["data"]
+        got = html.unescape(reader.next()["data"]) + html.unescape(reader.next()["data"])
+        assert reply_text.startswith(got)
+        # Shut the TCP connection down (not just drop our reference), so the
+        # server's next write fails rather than filling a kernel buffer.
+        response.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+    t_closed = time.monotonic()
+
+    # The server notices while the reply still runs: the author's stream is
+    # detached (its page no longer named as the reply's streaming page).
+    def detached_row():
+        row = message_row(live_server.db_path, reply_id)
+        return row if row["stream_page"] is None else None
+
+    detached = wait_until(detached_row, 3, message="the author's stream to be detached")
+    assert detached["status"] == "streaming", "detached only at completion"
+    msg = wait_settled(live_server.db_path, reply_id, 8)
+    assert msg["status"] == "complete" and msg["body"] == reply_text
+    assert msg["completion_tokens"] == len(tokens)
+    assert chunk_rows(live_server.db_path, reply_id) == []
+    # The upstream request ran to its end: leaving did not cancel the reply.
+    wait_until(lambda: live_server.llm.client_closed_early[-1] is not None, 3, message="upstream end")
+    assert live_server.llm.client_closed_early == [False]
+
+    # The observer saw the whole reply and exactly one final swap.
+    observer.wait_frames(lambda f: split_observer_frames(f[obs_skip:], reply_id)[2], what="final swap")
+    others, appends, finals = split_observer_frames(observer.frames[obs_skip:], reply_id)
+    assert [html.unescape(t) for t in appends] == expected
+    assert len(finals) == 1 and finals[0][0]["body_html"].startswith("<p>Sentence number 1 ends.")
+
+    # The author's own page socket was told to follow: a resync of the reply as
+    # committed so far, then only the chunks after it, then the final article.
+    own.wait_frames(lambda f: split_observer_frames(f[own_skip:], reply_id)[2], what="final on the author's socket")
+    own_frames = own.frames[own_skip:]
+    resync = parse_upsert(own_frames[0])
+    assert [(a["id"], a["status"]) for a in resync] == [(reply_id, "streaming")]
+    resynced = html.unescape(resync[0]["body_html"])
+    others, appends, finals = split_observer_frames(own_frames[1:], reply_id)
+    assert others == []
+    assert resynced + "".join(html.unescape(t) for t in appends) == reply_text
+    assert len(finals) == 1
+    assert time.monotonic() - t_closed < 5
+
+
+# -- 6. an observer reconnects mid-reply --------------------------------------------
+
+
+def test_observer_reconnect_converges(live_server, sockets):
+    tokens = slow_tokens(10)  # 30 tokens, 0.08 s apart: ~2.4 s
+    reply_text = "".join(tokens)
+    expected = chunks_of(tokens)
+    assert len(expected) == 10
+    alice, bob = Browser(live_server), Browser(live_server)
+    alice.load()
+    alice.say("hi all")
+    bob.load()
+    first, skip = ready_socket(sockets, bob.page)
+
+    live_server.llm.enqueue(tokens, delay=0.08)
+    with alice.stream("@gpt a long one please") as response:
+        reader = SSEReader(response)
+        reply_id = int(response.headers["X-Reply-Id"])
+        # Bob has the two articles and two appends, then his network drops.
+        first.wait_frames(lambda f: len(split_observer_frames(f[skip:], reply_id)[1]) >= 2, what="two appends")
+        first.close()
+        before = split_observer_frames(first.frames[skip:], reply_id)
+        had_text = "".join(html.unescape(t) for t in before[1])
+        assert reply_text.startswith(had_text)
+        # Chunks get committed while he is away.
+        wait_until(lambda: len(chunk_rows(live_server.db_path, reply_id)) >= len(before[1]) + 2, 5,
+                   message="chunks committed while disconnected")
+        second = sockets(bob.page, after=reply_id, streaming=[reply_id])
+        snapshot = parse_upsert(second.wait_count(1)[0])
+        events = list(reader)
+    assert "".join(html.unescape(e["data"]) for e in events[:-1]).endswith("ends.")
+
+    assert [(a["id"], a["status"]) for a in snapshot] == [(reply_id, "streaming")]
+    snap_text = html.unescape(snapshot[0]["body_html"])
+    assert len(snap_text) > len(had_text) and snap_text.startswith(had_text)
+    # The snapshot holds whole committed chunks: the first k of them.
+    prefixes = ["".join(expected[:i]) for i in range(len(expected) + 1)]
+    assert snap_text in prefixes, snap_text
+    k = prefixes.index(snap_text)
+    assert 0 < k < len(expected), "reconnected while the reply was still streaming"
+
+    second.wait_frames(lambda f: split_observer_frames(f[1:], reply_id)[2], what="final swap after reconnect")
+    others, appends, finals = split_observer_frames(second.frames[1:], reply_id)
+    assert others == []
+    assert [html.unescape(t) for t in appends] == expected[k:], "only new chunks, none twice"
+    assert snap_text + "".join(html.unescape(t) for t in appends) == reply_text
+    assert len(finals) == 1
+
+    # A page still showing the reply as streaming that reconnects after the end
+    # gets the final article in its snapshot (there is no later event to heal it).
+    late = sockets(bob.page, after=reply_id, streaming=[reply_id])
+    final = parse_upsert(late.wait_count(1)[0])
+    assert [(a["id"], a["status"], a["body_kind"]) for a in final] == [(reply_id, "complete", "markdown")]
+    assert final[0]["body_html"].startswith("<p>Sentence number 1 ends. Sentence number 2")
+    # A page that already has everything gets nothing.
+    quiet = sockets(bob.page, after=reply_id)
+    assert not quiet.closed.wait(0.3) and quiet.frames == [] and len(late.frames) == 1
+
+
+# -- 7. bad input -------------------------------------------------------------------
+
+
+def test_bad_input_is_refused(live_server, sockets):
+    alice = Browser(live_server)
+    alice.load()
+    count = lambda: query(live_server.db_path, "SELECT count(*) AS n FROM message")[0]["n"]  # noqa: E731
+
+    # Empty (after cleaning) bodies: 400 with a readable message, htmx or not.
+    for body in ["", "   \n\t  ", "\u200b\u200e \r\n"]:
+        result = alice.post(body)
+        assert result.status == 400, (body, result.status)
+        assert result.headers["HX-Retarget"] == "#composer-error"
+        assert result.body.strip() == "Write something first: empty messages are not sent."
+    result = alice.post(" ", htmx=False, sse=False)
+    assert result.status == 400
+    assert re.search(r'id="composer-error"[^>]*>Write something first: empty messages are not sent\.</p>', result.body)
+    result = alice.post("x" * 4001)
+    assert result.status == 413 and "4,001 characters" in result.body and "4,000" in result.body
+    assert count() == 0
+
+    # No CSRF token, a wrong one, or no session at all: 403 and nothing stored.
+    for kwargs in [{"token": None, "field_token": None}, {"token": "forged", "field_token": "forged"}]:
+        result = alice.post("@gpt hello", **kwargs)
+        assert result.status == 403, kwargs
+        assert "did not come from this site" in result.body
+    stranger = Browser(live_server)  # no cookie: a token copied from another session
+    stranger.page, stranger.csrf = alice.page, alice.csrf
+    result = stranger.post("@gpt hello")
+    assert result.status == 403
+    assert count() == 0
+    assert live_server.llm.requests == []
+
+    # A socket from a foreign (or missing) Origin is closed with 1008 and no data.
+    for origin in ["http://evil.example", "http://127.0.0.1:{}".format(live_server.port + 1), None]:
+        sock = sockets(alice.page, origin=origin)
+        assert sock.closed.wait(5), origin
+        assert sock.close_code == 1008, (origin, sock.close_code)
+        assert sock.frames == []
+    # ...while the same origin is served (the room is empty: no snapshot, stays open).
+    ok = sockets(alice.page)
+    assert not ok.closed.wait(0.3) and ok.frames == []
