@@ -36,6 +36,7 @@ ENV_SETTINGS = {
     "MAX_MESSAGE_LENGTH": int,
     "MAX_TOKENS": int,
     "LLM_TIMEOUT": float,
+    "LLM_CONNECT_TIMEOUT": float,
     "DEMO_TOKEN_DELAY": float,
     "DEMO_FIRST_TOKEN_DELAY": float,
     "CHUNK_SIZE_CAP": int,
@@ -46,6 +47,7 @@ ENV_SETTINGS = {
     "REPLIES_PER_SESSION": int,
     "MAX_CONCURRENT_REPLIES": int,
     "HEARTBEAT_INTERVAL": float,
+    "SOCKET_QUEUE_SIZE": int,
     "WATCHDOG_INTERVAL": float,
     "INTERRUPT_AFTER": float,
 }
@@ -86,6 +88,7 @@ def create_app(test_config=None):
         MAX_MESSAGE_LENGTH=4000,
         MAX_TOKENS=1024,
         LLM_TIMEOUT=60.0,
+        LLM_CONNECT_TIMEOUT=10.0,
         DEMO_TOKEN_DELAY=0.03,
         DEMO_FIRST_TOKEN_DELAY=0.4,
         CHUNK_SIZE_CAP=300,
@@ -96,6 +99,7 @@ def create_app(test_config=None):
         REPLIES_PER_SESSION=1,
         MAX_CONCURRENT_REPLIES=100,
         HEARTBEAT_INTERVAL=15.0,
+        SOCKET_QUEUE_SIZE=256,
         WATCHDOG_INTERVAL=5.0,
         INTERRUPT_AFTER=45.0,
         MAX_CONTENT_LENGTH=64 * 1024,
@@ -114,7 +118,7 @@ def create_app(test_config=None):
     init_db(app.config["DATABASE_URL"])
     create_tables()
 
-    hub = Hub()
+    hub = Hub(queue_size=app.config["SOCKET_QUEUE_SIZE"])
     worker_id = "{}:{}:{}".format(socket.gethostname(), os.getpid(), secrets.token_hex(3))
     generator = Generator(app, hub, make_provider(app.config), worker_id)
     app.extensions["chat"] = {"hub": hub, "generator": generator}
@@ -122,12 +126,12 @@ def create_app(test_config=None):
     if app.config["WATCHDOG_INTERVAL"]:
         gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])
 
-    app.register_blueprint(views.bp)
+    app.register_blueprint(views.bp)  # its UTF-8 check runs before the CSRF check
     sock = Sock(app)
     sock.route("/ws", endpoint="socket")(views.socket_route)
 
     # Queries connect lazily, so a long-lived socket holds no connection.
-    app.before_request(check_csrf)
+    app.before_request(check_csrf)  # registered after the blueprint's hooks
 
     @app.teardown_request
     def teardown_request(exc):

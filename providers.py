@@ -40,12 +40,19 @@ class TokenStream:
 class OpenAIProvider:
     """Chat Completions streaming through the ``openai`` SDK."""
 
-    def __init__(self, api_key, model, base_url=None, timeout=60.0, max_tokens=1024):
+    def __init__(self, api_key, model, base_url=None, timeout=60.0, connect_timeout=10.0, max_tokens=1024):
         import openai  # imported lazily: the demo model needs none of it
 
         self.model = model
         self.max_tokens = max_tokens
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
+        # ``timeout`` bounds each wait for the next bytes (so a silent model is
+        # given up on), ``connect_timeout`` the connection itself.
+        self.client = openai.OpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=openai.Timeout(timeout, connect=connect_timeout),
+            max_retries=0,
+        )
 
     def stream(self, messages):
         response = self.client.chat.completions.create(
@@ -192,6 +199,7 @@ def make_provider(config):
             model=config["OPENAI_MODEL"],
             base_url=config.get("OPENAI_BASE_URL"),
             timeout=config["LLM_TIMEOUT"],
+            connect_timeout=config["LLM_CONNECT_TIMEOUT"],
             max_tokens=config["MAX_TOKENS"],
         )
     return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])

@@ -4,6 +4,7 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from urllib.parse import parse_qsl
 
 from faker import Faker
 from flask import Blueprint
@@ -80,6 +81,24 @@ def clean_body(raw, max_length):
             "That message is {:,} characters long; the limit is {:,}.".format(len(text), max_length), 413
         )
     return text
+
+
+@bp.before_app_request
+def require_utf8_form():
+    """Refuse a form body that is not UTF-8 (Werkzeug would quietly re-quote or
+    drop the bad bytes, storing something the person never typed). Runs before
+    anything reads the form."""
+    if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    raw = request.get_data(cache=True)  # the form is then parsed from this copy
+    try:
+        parse_qsl(raw.decode("ascii"), encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        text = "The message could not be read: it is not valid UTF-8 text."
+        if request.headers.get("HX-Request") == "true":
+            return composer_error(text, 400)
+        abort(400, description=text)
+    return None
 
 
 def asks_model(text):

@@ -193,3 +193,25 @@ def test_build_context_roles_and_names():
         {"role": "user", "content": "Ann: @gpt hi"},
         {"role": "assistant", "content": "Hello Ann."},
     ]
+
+
+@pytest.mark.parametrize("raw", [b"body=%ff%fehi", b"body=\xff\xfehi"])
+def test_undecodable_bodies_get_400_and_create_nothing(client, app, raw):
+    _, token = open_page(client)
+    response = client.post(
+        "/messages",
+        data=raw + b"&csrf_token=" + token.encode(),
+        content_type="application/x-www-form-urlencoded",
+        headers=HTMX,
+    )
+    assert response.status_code == 400
+    assert "not valid UTF-8" in response.get_data(as_text=True)
+    with app.app_context():
+        assert Message.select().count() == 0
+
+
+def test_utf8_text_is_accepted_as_typed(client, app):
+    _, token = open_page(client)
+    assert post(client, token, "naïve café 你好 %FF", HTMX).status_code == 200
+    with app.app_context():
+        assert Message.get().body == "naïve café 你好 %FF"
