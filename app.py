@@ -48,6 +48,7 @@ ENV_SETTINGS = {
     "MAX_CONCURRENT_REPLIES": int,
     "HEARTBEAT_INTERVAL": float,
     "SOCKET_QUEUE_SIZE": int,
+    "FANOUT_MODE": str,
     "WATCHDOG_INTERVAL": float,
     "INTERRUPT_AFTER": float,
 }
@@ -100,6 +101,7 @@ def create_app(test_config=None):
         MAX_CONCURRENT_REPLIES=100,
         HEARTBEAT_INTERVAL=15.0,
         SOCKET_QUEUE_SIZE=256,
+        FANOUT_MODE="append",
         WATCHDOG_INTERVAL=5.0,
         INTERRUPT_AFTER=45.0,
         MAX_CONTENT_LENGTH=64 * 1024,

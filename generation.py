@@ -33,6 +33,8 @@ from rendering import upsert
 
 log = logging.getLogger(__name__)
 
+FANOUT_MODES = ("append", "whole-per-chunk", "whole-per-token")
+
 _DONE = object()
 _STOP = object()  # the asker pressed Stop
 _INTERRUPT = object()  # the process is shutting down
@@ -75,6 +77,11 @@ class Generator:
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
         self.heartbeat = config["HEARTBEAT_INTERVAL"]
+        # "append" is this design; the other two emulate the designs it improves
+        # on and exist only so the benchmark can measure them through this server.
+        self.fanout = config["FANOUT_MODE"]
+        if self.fanout not in FANOUT_MODES:
+            raise ValueError("FANOUT_MODE must be one of {}".format(", ".join(FANOUT_MODES)))
 
     def start(self, reply, page=None, claimed=False):
         """Begin generating ``reply``; returns its ``Generation`` or None if
@@ -140,20 +147,29 @@ class Generator:
         started = time.monotonic()
         ttft = None
         stream = None
-
         last_write = time.monotonic()
+        whole = self.fanout != "append"
+
+        def publish_whole(n):
+            """Baselines: every viewer gets the whole message again."""
+            html = upsert(render_message(reply, "".join(parts)))
+            self.hub.publish(Event("article", reply.room, reply.id, n, html, generation.page))
+            return html
 
         def commit(text):
             nonlocal seq, last_write
-            if not text:
+            if not text or self.fanout == "whole-per-token":
                 return
             seq += 1
             with db.atomic():
                 Chunk.create(message=reply.id, seq=seq, text=text)
             last_write = time.monotonic()
-            self.hub.publish(
-                Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
-            )
+            if whole:
+                publish_whole(seq)
+            else:
+                self.hub.publish(
+                    Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
+                )
 
         try:
             stream = self.provider.stream(messages)
@@ -187,7 +203,13 @@ class Generator:
                 if ttft is None:
                     ttft = int((time.monotonic() - started) * 1000)
                 parts.append(item)
-                generation.emit(("tok", item))
+                if self.fanout == "whole-per-token":
+                    # Baseline (a): the whole body rewritten and re-sent per token,
+                    # to the asker too.
+                    Message.update(body="".join(parts)).where(Message.id == reply.id).execute()
+                    generation.emit(("whole", publish_whole(len(parts))))
+                else:
+                    generation.emit(("tok", item))
                 for chunk in chunker.feed(item):
                     commit(chunk)
             reader.join()

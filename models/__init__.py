@@ -132,7 +132,9 @@ class Message(BaseModel):
         chunks = list(
             Chunk.select(Chunk.seq, Chunk.text).where(Chunk.message == self.id).order_by(Chunk.seq)
         )
-        return "".join(c.text for c in chunks), (chunks[-1].seq if chunks else 0)
+        if not chunks:  # nothing committed yet (or the per-token baseline's body)
+            return self.body, 0
+        return "".join(c.text for c in chunks), chunks[-1].seq
 
 
 class Chunk(BaseModel):

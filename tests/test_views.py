@@ -215,3 +215,22 @@ def test_utf8_text_is_accepted_as_typed(client, app):
     assert post(client, token, "naïve café 你好 %FF", HTMX).status_code == 200
     with app.app_context():
         assert Message.get().body == "naïve café 你好 %FF"
+
+
+@pytest.mark.parametrize("mode,appends,articles", [("append", 2, 3), ("whole-per-chunk", 0, 5), ("whole-per-token", 0, 7)])
+def test_fanout_modes_for_the_benchmark(client, app, provider, mode, appends, articles):
+    """This design sends only new pieces; the baselines re-send whole messages."""
+    generator = app.extensions["chat"]["generator"]
+    generator.fanout = mode
+    watcher = app.extensions["chat"]["hub"].subscribe("lobby")
+    provider.enqueue(["One", ".", " Two", "."])
+    _, token = open_page(client)
+    events = sse_events(post(client, token, "@gpt count", STREAM))
+    kinds = []
+    while not watcher.queue.empty():
+        kinds.append(watcher.queue.get_nowait().kind)
+    # user article, reply article, then the pieces, then the final article
+    assert kinds.count("append") == appends
+    assert kinds.count("article") == articles
+    if mode == "whole-per-token":
+        assert sum("hx-upsert" in e for e in events) == 6, "the asker too gets the whole message per token"
