@@ -24,6 +24,7 @@ from models import RETRYABLE
 from models import STOPPED
 from models import STREAMING
 from models import Message
+from models import db
 from rendering import render_message
 from rendering import sse_event
 from rendering import sse_text
@@ -154,15 +155,16 @@ def post_message():
     own_page = page if is_htmx else None
     me = current_name()
     state = chat()
-    user_message = Message.create(room=room, author=me, role="user", body=text, session_key=session_key())
     reply = None
-    if asks_model(text):
-        reply = Message.new_reply(
-            user_message,
-            model=getattr(state["generator"].provider, "model", None),
-            page=own_page if streams else None,
-            claimed_by=state["generator"].worker_id,
-        )
+    with db.atomic():  # a question that asks is never stored without its reply
+        user_message = Message.create(room=room, author=me, role="user", body=text, session_key=session_key())
+        if asks_model(text):
+            reply = Message.new_reply(
+                user_message,
+                model=getattr(state["generator"].provider, "model", None),
+                page=own_page if streams else None,
+                claimed_by=state["generator"].worker_id,
+            )
     user_html = render_message(user_message)
     reply_html = render_message(reply, "") if reply else Markup("")
     hub = state["hub"]
