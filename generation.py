@@ -146,7 +146,7 @@ class Generator:
         seq = 0
         started = time.monotonic()
         ttft = None
-        stream = None
+        upstream = Upstream(self.provider, messages)
         last_write = time.monotonic()
         whole = self.fanout != "append"
 
@@ -172,8 +172,9 @@ class Generator:
                 )
 
         try:
-            stream = self.provider.stream(messages)
-            reader = gevent.spawn(_read_into, stream, generation.tokens)
+            # The request itself runs in the reader too, so a stop is heard
+            # even before the model has answered.
+            reader = gevent.spawn(upstream.read_into, generation.tokens)
             while True:
                 silent_for = time.monotonic() - last_write
                 if silent_for >= self.heartbeat:
@@ -193,10 +194,10 @@ class Generator:
                 if item is _STOP or item is _INTERRUPT:
                     # Closing the upstream response is what makes the model stop.
                     reader.kill(block=False)
-                    stream.close()
+                    upstream.close()
                     commit(chunker.flush())
                     status = STOPPED if item is _STOP else INTERRUPTED
-                    self._finish(generation, reply, status, "".join(parts), ttft, stream.usage or {})
+                    self._finish(generation, reply, status, "".join(parts), ttft, upstream.usage)
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -214,11 +215,10 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
-            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, stream.usage or {})
+            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage)
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)
-            if stream is not None:
-                stream.close()
+            upstream.close()
             commit(chunker.flush())
             self._finish(generation, reply, FAILED, "".join(parts), ttft, {}, error=describe_error(exc))
 
@@ -255,14 +255,33 @@ class Generator:
             self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
 
 
-def _read_into(stream, queue):
-    """Pull tokens from the provider (blocking I/O) into a queue, then _DONE."""
-    try:
-        for token in stream:
-            queue.put(token)
-        queue.put(_DONE)
-    except Exception as exc:
-        queue.put(exc)
+class Upstream:
+    """The model request of one reply, read in its own greenlet."""
+
+    def __init__(self, provider, messages):
+        self.provider = provider
+        self.messages = messages
+        self.stream = None
+
+    def read_into(self, queue):
+        """Open the stream and pull its tokens into ``queue``, then _DONE (or
+        the exception that ended it)."""
+        try:
+            self.stream = self.provider.stream(self.messages)
+            for token in self.stream:
+                queue.put(token)
+            queue.put(_DONE)
+        except Exception as exc:
+            queue.put(exc)
+
+    @property
+    def usage(self):
+        return (self.stream.usage if self.stream is not None else None) or {}
+
+    def close(self):
+        """Close the upstream response: the model stops spending tokens."""
+        if self.stream is not None:
+            self.stream.close()
 
 
 def describe_error(exc):

@@ -146,3 +146,20 @@ def test_watchdog_interrupts_replies_with_no_recent_activity_only(app):
         Message.update(created_at=old).where(Message.id == alive.id).execute()
         Chunk.create(message=alive.id, seq=1, text="Fresh. ")
         assert sweep(generator, hub, stale_after=45) == []
+
+
+def test_stop_is_heard_before_the_model_answers(app, client):
+    class Silent:
+        model = "silent"
+
+        def stream(self, messages):
+            gevent.sleep(30)  # the request is still waiting for the model's headers
+
+    app.extensions["chat"]["generator"].provider = Silent()
+    token = page(client)
+    ask(client, token, headers=HTMX)
+    reply = reply_of(app)
+    gevent.sleep(0.05)
+    stop = client.post("/messages/{}/stop".format(reply.id), headers=dict(HTMX, **{"X-CSRF-Token": token}))
+    assert stop.status_code == 204
+    assert wait_for(lambda: reply_of(app).status == "stopped", timeout=2)
