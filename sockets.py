@@ -174,6 +174,8 @@ def _parse_request(data):
         payload = json.loads(data)
     except ValueError:
         return None
-    if isinstance(payload, dict) and isinstance(payload.get("follow"), int) and payload["follow"] > 0:
-        return ("follow", payload["follow"])
+    follow = payload.get("follow") if isinstance(payload, dict) else None
+    # Exactly an int (not a bool) that fits a database id.
+    if type(follow) is int and 0 < follow < 2**63:
+        return ("follow", follow)
     return None
