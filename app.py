@@ -48,6 +48,7 @@ ENV_SETTINGS = {
     "MAX_CONCURRENT_REPLIES": int,
     "HEARTBEAT_INTERVAL": float,
     "SOCKET_QUEUE_SIZE": int,
+    "SOCKET_PING_INTERVAL": float,
     "FANOUT_MODE": str,
     "WATCHDOG_INTERVAL": float,
     "INTERRUPT_AFTER": float,
@@ -107,13 +108,18 @@ def create_app(test_config=None):
         MAX_CONTENT_LENGTH=64 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": 4096},
+        SOCKET_PING_INTERVAL=25,
     )
     for key, parse in ENV_SETTINGS.items():
         if os.environ.get(key):
             app.config[key] = parse(os.environ[key])
     if test_config:
         app.config.update(test_config)
+    # Pings keep idle sockets open through proxies; incoming frames stay small.
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": app.config["SOCKET_PING_INTERVAL"],
+        "max_message_size": 4096,
+    }
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 
