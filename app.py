@@ -115,11 +115,10 @@ def create_app(test_config=None):
             app.config[key] = parse(os.environ[key])
     if test_config:
         app.config.update(test_config)
-    # Pings keep idle sockets open through proxies; incoming frames stay small.
-    app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": app.config["SOCKET_PING_INTERVAL"],
-        "max_message_size": 4096,
-    }
+    # Incoming frames stay small. Pings are sent by each socket's own writer
+    # (sockets.py), never by simple-websocket's reader: two senders on one
+    # socket could interleave a ping into a frame being written.
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": 4096}
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 

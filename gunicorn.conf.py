@@ -5,24 +5,37 @@ import time
 import gevent
 
 
+def _chat(worker):
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("chat")
+
+
+def _grace_left(worker):
+    """Seconds left before the master kills this worker, less a margin."""
+    started = getattr(worker, "shutdown_started", time.monotonic())
+    return worker.cfg.graceful_timeout - (time.monotonic() - started) - 3
+
+
 def post_worker_init(worker):
-    """Note when the worker starts shutting down, to budget the graceful timeout."""
+    """When the worker starts stopping, close the page sockets at once (open
+    sockets would keep it busy until the master kills it, and pages reconnect
+    to the next process), then let replies finish within the grace period."""
 
     def watch():
         while worker.alive:
             gevent.sleep(0.2)
         worker.shutdown_started = time.monotonic()
+        chat = _chat(worker)
+        if chat is not None:
+            chat["hub"].close_all()
+            chat["generator"].shutdown(_grace_left(worker))
 
     gevent.spawn(watch)
 
 
 def worker_exit(server, worker):
-    """Give running replies what is left of the graceful timeout to finish,
-    then mark the rest interrupted (the master kills us when it runs out)."""
-    app = getattr(worker, "wsgi", None)
-    chat = getattr(app, "extensions", {}).get("chat")
-    if chat is None:
-        return
-    started = getattr(worker, "shutdown_started", time.monotonic())
-    left = worker.cfg.graceful_timeout - (time.monotonic() - started) - 3
-    chat["generator"].shutdown(left)
+    """No connection is left, but replies may still run (their askers left):
+    give them the rest of the grace period, then mark them interrupted."""
+    chat = _chat(worker)
+    if chat is not None:
+        chat["generator"].shutdown(_grace_left(worker))

@@ -16,6 +16,9 @@ from gevent.queue import Queue
 # The seq of an article that will not change any more.
 FINAL = 1 << 60
 
+# Queued to every socket when the process shuts down: close, the page reconnects.
+CLOSING = object()
+
 
 @dataclass(frozen=True)
 class Event:
@@ -85,6 +88,12 @@ class Hub:
         self.published += 1
         for sub in list(self._rooms.get(event.room, ())):
             sub.offer(event)
+
+    def close_all(self):
+        """Ask every socket to close (with a code that makes pages reconnect)."""
+        for subs in list(self._rooms.values()):
+            for sub in list(subs):
+                sub.offer(CLOSING)
 
     def count(self, room=None):
         """Number of live subscriptions (in one room, or overall)."""

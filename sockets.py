@@ -13,8 +13,14 @@ import socket
 
 import gevent
 from flask import current_app
+from gevent.queue import Empty
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
+from wsproto.events import Ping
+from wsproto.events import TextMessage
 
+from hub import CLOSING
 from hub import FINAL
 from models import Message
 from models import db
@@ -38,8 +44,9 @@ def parse_ids(value, limit=200):
 class PageSocket:
     """The server side of one page's socket; ``ws`` needs send/receive/close."""
 
-    def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=()):
+    def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=(), ping_interval=None):
         self.ws = ws
+        self.ping_interval = ping_interval
         self.hub = hub
         self.room = room
         self.page = page
@@ -52,9 +59,24 @@ class PageSocket:
 
     # -- what gets sent ----------------------------------------------------
 
+    def _write(self, event):
+        """Send one whole frame. simple-websocket's own send makes a single
+        ``sock.send``, which under gevent may write only part of a large frame
+        to a slow reader; encoding here and using ``sendall`` cannot."""
+        connection = getattr(self.ws, "ws", None)
+        if connection is None:  # a stand-in socket in tests
+            if isinstance(event, TextMessage):
+                self.ws.send(event.data)
+            elif isinstance(event, CloseConnection):
+                self.ws.close(event.code, event.reason)
+            return
+        if not self.ws.connected or connection.state != ConnectionState.OPEN:
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.ws.sock.sendall(connection.send(event))
+
     def _send(self, html):
         data = str(html)
-        self.ws.send(data)
+        self._write(TextMessage(data=data))
         self.sent += len(data.encode("utf-8"))
 
     def _attached(self, message_id, page):
@@ -95,6 +117,8 @@ class PageSocket:
 
     def handle(self, event):
         """Apply one hub event (or a ("follow", id) request from the page)."""
+        if event is CLOSING:
+            raise _Closing()
         if isinstance(event, tuple):  # the page lost its own stream of this reply
             self.followed.add(event[1])
             self.resync(event[1])
@@ -124,12 +148,26 @@ class PageSocket:
     # -- the two greenlets ---------------------------------------------------
 
     def write_loop(self, app):
-        """The only code that sends on this socket (renders need ``app``'s context)."""
+        """The only code that sends on this socket, pings included (renders
+        need ``app``'s context)."""
         try:
             with app.app_context():
                 self.snapshot()
                 while True:
-                    self.handle(self.sub.queue.get())
+                    try:
+                        event = self.sub.queue.get(timeout=self.ping_interval)
+                    except Empty:
+                        # Pings keep idle sockets open through proxies.
+                        self._write(Ping())
+                        continue
+                    self.handle(event)
+        except _Closing:
+            # The server is restarting: 1012 makes htmx reconnect (to the next process).
+            try:
+                self._write(CloseConnection(1012, "server restarting"))
+                self.ws.connected = False
+            except (ConnectionClosed, OSError):
+                pass
         except (ConnectionClosed, OSError):
             pass
         except Exception:
@@ -164,6 +202,10 @@ class PageSocket:
         finally:
             self.hub.unsubscribe(self.sub)
             writer.kill(block=True, timeout=1)
+
+
+class _Closing(Exception):
+    """The hub asked every socket to close (the process is shutting down)."""
 
 
 def _parse_request(data):

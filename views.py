@@ -314,4 +314,5 @@ def socket_route(ws):
         after=after,
         streaming=parse_ids(args.get("streaming")),
         follow=parse_ids(args.get("follow")),
+        ping_interval=current_app.config["SOCKET_PING_INTERVAL"],
     ).serve()
