@@ -1,5 +1,6 @@
 """gunicorn settings read from the working directory: finish or settle the
 replies in flight when a worker is told to stop (deploys, daily restarts)."""
+import os
 import time
 
 import gevent
@@ -39,3 +40,15 @@ def worker_exit(server, worker):
     chat = _chat(worker)
     if chat is not None:
         chat["generator"].shutdown(_grace_left(worker))
+
+
+def on_starting(server):
+    """Refuse several workers on SQLite: each worker fans out only to its own
+    sockets, so pages on one worker would miss replies generated on another."""
+    url = os.environ.get("DATABASE_URL", "sqlite:///")
+    if server.cfg.workers > 1 and url.startswith("sqlite:"):
+        raise SystemExit(
+            "Refusing to start {} workers on SQLite: live replies reach only the pages of the "
+            "worker that generates them. Run one worker (WEB_CONCURRENCY=1), or use PostgreSQL "
+            "for several.".format(server.cfg.workers)
+        )

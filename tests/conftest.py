@@ -137,7 +137,7 @@ class LiveServer:
                     break
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + open(self.log_path).read())
+        raise RuntimeError("gunicorn did not start:\n" + self.logs())
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -121,3 +121,10 @@ def test_overall_reply_cap_and_token_cap(tmp_path, fake_llm):
         assert query(server.db_path, "SELECT count(*) AS n FROM message WHERE body = '@gpt two'")[0]["n"] == 0
     finally:
         server.stop()
+
+
+def test_several_workers_on_sqlite_refuse_to_start(tmp_path):
+    server = LiveServer(tmp_path, workers=2)
+    with pytest.raises(RuntimeError) as failure:
+        server.start()
+    assert "Refusing to start 2 workers on SQLite" in str(failure.value)
