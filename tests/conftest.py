@@ -95,7 +95,7 @@ def free_port():
 class LiveServer:
     """gunicorn with the gevent worker, serving the app on a loopback port."""
 
-    def __init__(self, tmp_path, env=None, workers=1):
+    def __init__(self, tmp_path, env=None, workers=1, graceful=5):
         self.port = free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
         self.db_path = str(tmp_path / "live.db")
@@ -111,6 +111,7 @@ class LiveServer:
         )
         self.env.update(env or {})
         self.workers = workers
+        self.graceful = graceful
         self.proc = None
 
     def start(self):
@@ -120,7 +121,7 @@ class LiveServer:
             "--workers", str(self.workers),
             "--bind", "127.0.0.1:{}".format(self.port),
             "--no-control-socket",
-            "--graceful-timeout", "5",
+            "--graceful-timeout", str(self.graceful),
             "app:create_app()",
         ]
         self.log = open(self.log_path, "w")

@@ -6,13 +6,11 @@ Everything is checked on the wire (the asker's SSE bytes, an observer's socket
 frames, HTTP statuses) and in the SQLite file the server writes.
 """
 import html
-import socket
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
-import websocket
 
 from conftest import LiveServer
 from conftest import free_port

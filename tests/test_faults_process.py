@@ -15,14 +15,12 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import pytest
 
-from conftest import ROOT
 from conftest import LiveServer
 from rendering import render_markdown
 from test_integration import Browser
@@ -48,40 +46,6 @@ def llm_env(fake, **extra):
     return env
 
 
-class Server(LiveServer):
-    """``LiveServer`` with a chosen ``--graceful-timeout`` (conftest's is 5)."""
-
-    def __init__(self, tmp_path, env=None, workers=1, graceful=5):
-        super().__init__(tmp_path, env, workers)
-        self.graceful = graceful
-
-    def start(self):
-        cmd = [
-            sys.executable, "-m", "gunicorn",
-            "--worker-class", "gevent",
-            "--workers", str(self.workers),
-            "--bind", "127.0.0.1:{}".format(self.port),
-            "--no-control-socket",
-            "--graceful-timeout", str(self.graceful),
-            "app:create_app()",
-        ]
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + open(self.log_path).read())
-
-
 @pytest.fixture
 def servers():
     """Starts servers; at teardown stops them and kills whatever is left of
@@ -89,7 +53,7 @@ def servers():
     started = []
 
     def start(tmp_path, env, graceful=5):
-        server = Server(tmp_path, env, graceful=graceful).start()
+        server = LiveServer(tmp_path, env, graceful=graceful).start()
         started.append(server)
         return server
 

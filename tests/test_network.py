@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from test_browser import Person  # noqa: F401  (fixtures below use it)
 from test_browser import assert_no_errors
 from test_browser import browser  # noqa: F401  (a fixture)
 from test_browser import people  # noqa: F401  (a fixture)
