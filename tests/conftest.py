@@ -95,8 +95,8 @@ def free_port():
 class LiveServer:
     """gunicorn with the gevent worker, serving the app on a loopback port."""
 
-    def __init__(self, tmp_path, env=None, workers=1, graceful=5):
-        self.port = free_port()
+    def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None):
+        self.port = port or free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
         self.db_path = str(tmp_path / "live.db")
         self.log_path = str(tmp_path / "gunicorn-{}.log".format(self.port))

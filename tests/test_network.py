@@ -163,3 +163,37 @@ def test_askers_stream_breaks_and_the_page_follows_the_reply(live_server, proxy,
         what="the message posted after the drop",
     )
     assert_no_errors(observer)
+
+
+def test_a_page_open_across_a_server_restart_ends_exact(tmp_path, fake_llm, people):
+    """SIGTERM mid-reply (a deploy): the reply finishes within the graceful
+    timeout, the page's socket is closed with 1012, and once the next process
+    listens on the same port the page reconnects and shows the stored reply."""
+    from conftest import LiveServer
+    from test_integration import query
+
+    env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": fake_llm.base_url}
+    tokens = words_to_tokens(REPLY)
+    fake_llm.enqueue(tokens, delay=0.03)
+    first = LiveServer(tmp_path, env, graceful=10).start()
+    try:
+        asker = people(first).open()
+        observer = people(first).open()
+        reply = asker.reply_after(asker.send("@gpt survive a deploy"))
+        observer.wait_text(reply, 20)
+        first.proc.send_signal(15)  # SIGTERM to the master, as the platform does
+        first.proc.wait(15)
+    finally:
+        first.stop()
+    stored = query(first.db_path, "SELECT status, body FROM message WHERE role = 'assistant'")[0]
+    assert stored == {"status": "complete", "body": "".join(tokens)}
+    second = LiveServer(tmp_path, env, port=first.port).start()
+    try:
+        observer.wait_status(reply)
+        asker.wait_status(reply)
+        assert observer.body_html(reply) == asker.body_html(reply)
+        assert observer.rendered_text(observer.body_html(reply)).strip()
+        assert_never_duplicated(observer.states(reply), "".join(tokens))
+        assert len(observer.sockets) >= 2, "the page reconnected to the new process"
+    finally:
+        second.stop()
