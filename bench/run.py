@@ -1753,9 +1753,9 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
             add("| {} | {:,} | {:,} | {:,} ({:,}) | {:,} ({:,}) | {:,} | {} | {} ({}) | {} ({}) | {} | {} |".format(
                 mode, size, a["first_bytes"], a["token_bytes"], a["token_events"], a["whole_bytes"],
                 a["whole_events"], a["final_bytes"], fmt_int(o.get("article_bytes")),
-                fmt_int(o.get("append_bytes")), len(o.get("appends", [])), fmt_int(o.get("whole_bytes")),
-                len(o.get("wholes", [])), fmt_int(o.get("final_bytes")),
-                ", ".join("{} × {}".format(v, k) for k, v in sorted(r["kinds"].items()))))
+                fmt_int(o.get("append_bytes")), fmt_int(len(o.get("appends", []))), fmt_int(o.get("whole_bytes")),
+                fmt_int(len(o.get("wholes", []))), fmt_int(o.get("final_bytes")),
+                ", ".join("{:,} × {}".format(v, k) for k, v in sorted(r["kinds"].items()))))
     add("")
     if any(p.endswith("bench-bandwidth.png") for p in plots):
         add("![Bytes per reply divided by reply text bytes, per mode](bench-bandwidth.png)")
@@ -1842,7 +1842,8 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
                 "| {:.0f} | {:.0f} | {:.0f} | {} | {} | {} |".format(
                     r["n"], r["observers"], r["offered"], fmt_int(r["sent_rate"]),
                     fmt_int(r["steady"] or r["delivered"]),
-                    "{:.1f}".format(r["sustained"]) + (" (≥50%)" if r["window_fraction"] < 0.9 else ""),
+                    ("{:.1f}".format(r["sustained"]) + (" (≥50%)" if r["window_fraction"] < 0.9 else ""))
+                    if r["sustained"] >= 1.0 else "– (whole level)",
                     fmt(r["p50"], 1), fmt(r["w_p99"], 1),
                     fmt(r["p99"], 1), fmt(r["max"], 1), fmt(r["obs_p50"], 1), fmt(r["obs_p99"], 1),
                     fmt(r["stretch"]), r["cpu"], fmt_int(r["us_per_token"]), r["bench_cpu"], r["others_cpu"],
@@ -2015,13 +2016,17 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
         if c["cpu"] >= 85:
             causes.append("the worker is CPU-bound: {:.0f}% of a core, and one gevent worker cannot use "
                           "more".format(c["cpu"]))
-        light = [r for r in capacity if r["us_per_token"] and r["cpu"] < 85]
-        if light:
-            cost = light[-1]["us_per_token"]
-            causes.append("at {} replies, below saturation, it spent {:,.0f} µs of CPU per delivered token, which "
-                          "puts one core's ceiling near {:,.0f} tokens/s, i.e. about {:.0f} replies at {:g} ms "
-                          "per token".format(light[-1]["n"], cost, 1e6 / cost,
-                                             1e6 / cost * opts.cap_token_delay, opts.cap_token_delay * 1000))
+        saturated = [r for r in capacity if r["cpu"] >= 85 and (r["steady"] or r["delivered"])]
+        if saturated:
+            top = max(saturated, key=lambda r: r["steady"] or r["delivered"])
+            rate = top["steady"] or top["delivered"]
+            causes.append("saturated, the worker delivered at most {:,.0f} tokens/s (at {} replies, {} µs of CPU "
+                          "per token; {}), which is about {:.0f} replies at {:g} ms per token".format(
+                              rate, top["n"], fmt_int(top["us_per_token"]),
+                              ", ".join("{} µs at {} replies".format(fmt_int(r["us_per_token"]), r["n"])
+                                        for r in capacity if r is not top and r["us_per_token"])
+                              + ": tokens that arrive together share wake-ups and writes",
+                              rate * opts.cap_token_delay, opts.cap_token_delay * 1000))
         busy = c["cpu"] + c["bench_cpu"] + c["others_cpu"]
         if busy >= 170:
             causes.append("the machine is saturated: worker {:.0f}% + load generator {:.0f}% + other "
@@ -2047,7 +2052,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
         notes.append(
             "**Observers cut at {}**: with one room, every observer socket receives every reply's events, "
             "and a socket whose writer falls {} events behind (`SOCKET_QUEUE_SIZE`, default 256) is dropped "
-            "by design so that it reconnects and resyncs; when the worker lags (CPU-starved) by about a "
+            "by design so that it reconnects and resyncs; when the saturated worker lags by about a "
             "second at that event rate, that is what happens: {}. Its observer latency figures stop at the "
             "cut.".format(
                 " and ".join("{} replies".format(c["n"]) for c in dropped), 256,
