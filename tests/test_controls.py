@@ -163,3 +163,24 @@ def test_stop_is_heard_before_the_model_answers(app, client):
     stop = client.post("/messages/{}/stop".format(reply.id), headers=dict(HTMX, **{"X-CSRF-Token": token}))
     assert stop.status_code == 204
     assert wait_for(lambda: reply_of(app).status == "stopped", timeout=2)
+
+
+def test_a_silent_model_still_shows_the_reply_is_alive(app, client):
+    """While nothing is committed, a heartbeat keeps other processes' watchdogs away."""
+
+    class Silent:
+        model = "silent"
+
+        def stream(self, messages):
+            gevent.sleep(30)
+
+    generator = app.extensions["chat"]["generator"]
+    generator.provider = Silent()
+    generator.heartbeat = 0.05
+    token = page(client)
+    ask(client, token, headers=HTMX)
+    first = None
+    assert wait_for(lambda: reply_of(app).active_at is not None, timeout=2)
+    first = reply_of(app).active_at
+    assert wait_for(lambda: reply_of(app).active_at > first, timeout=2), "the heartbeat repeats"
+    generator.stop(reply_of(app).id)
