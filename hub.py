@@ -66,7 +66,7 @@ class Subscription:
 class Hub:
     """Rooms to subscriptions; ``publish`` never blocks."""
 
-    def __init__(self, queue_size=256):
+    def __init__(self, queue_size=1024):
         self.queue_size = queue_size
         self._rooms = defaultdict(set)
         self.published = 0
