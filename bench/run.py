@@ -335,6 +335,16 @@ class FakeProcess:
 # -- the real server --------------------------------------------------------------------
 
 
+def app_default(name):
+    """A setting's default as app.py's create_app writes it (``NAME=value,``), as text."""
+    try:
+        with open(os.path.join(ROOT, "app.py")) as f:
+            found = re.search(r"^\s*{}=([^,\n]+),".format(re.escape(name)), f.read(), re.M)
+        return found.group(1).strip() if found else "?"
+    except OSError:
+        return "?"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -1663,11 +1673,12 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
     add("- **Server**: the real app under gunicorn, `--worker-class gevent --workers 1`, SQLite (WAL) in a "
         "temporary directory, `SEED_DEMO=0`, `POSTS_PER_MINUTE`, `ASKS_PER_MINUTE`, "
         "`MAX_CONCURRENT_REPLIES` and `REPLIES_PER_SESSION` raised to 1,000,000, default chunking "
-        "(`CHUNK_SIZE_CAP=300`, `CHUNK_TIME_CAP=1.0`). A fresh server and database per fan-out mode "
+        "(`CHUNK_SIZE_CAP={}`, `CHUNK_TIME_CAP={}`). A fresh server and database per fan-out mode "
         "(`FANOUT_MODE`), one for the capacity levels and one for the idle sockets; each server first "
         "answers one short warm-up reply (its first model call imports most of the `openai` SDK). The "
         "bandwidth servers run with `SOCKET_QUEUE_SIZE=100000` so that the per-token baseline measures "
-        "bytes rather than the slow-viewer cut-off; the capacity server keeps the default (256).")
+        "bytes rather than the slow-viewer cut-off; the capacity server keeps the app's default ({}).".format(
+            app_default("CHUNK_SIZE_CAP"), app_default("CHUNK_TIME_CAP"), app_default("SOCKET_QUEUE_SIZE")))
     add("- **Model**: `tests/fake_openai.py`'s `FakeOpenAI` in a child process of the benchmark (a "
         "subclass that timestamps each token as it writes it), reached by the app through the real "
         "`openai` SDK. "
@@ -1816,7 +1827,7 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
             "total**, each observer watching all N replies. That is the same fan-out work per reply as "
             "\"10 observers per reply\" (one append per chunk per socket), on 10 sockets instead of 10·N; "
             "N·10 sockets in one room would mean 10·N² deliveries, which one machine cannot drive. "
-            "`FANOUT_MODE=append`, default socket queue (256). *Sustained* is the time during which at least "
+            "`FANOUT_MODE=append`, the app's default socket queue ({queue} events). *Sustained* is the time during which at least "
             "90% of the level's replies were streaming to their askers (50%, marked, where the replies "
             "overlapped too little for that); *delivered* is the tokens per second "
             "the askers received in that time (the whole level's average where it is under 1 s), and the CPU "
@@ -1829,7 +1840,7 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
             "`bench/sitecustomize.py`'s sampling profiler (a SIGPROF timer every 2 ms of CPU); both cost "
             "the worker some CPU (the hook's share is in the profile below).".format(
                 opts.ramp, opts.cap_tokens, opts.cap_token_delay * 1000, opts.cap_token_delay,
-                c0["observers"], ramp=opts.ramp))
+                c0["observers"], ramp=opts.ramp, queue=app_default("SOCKET_QUEUE_SIZE")))
         add("")
         add("| Replies | Observers | Offered tok/s | Sent tok/s | Delivered tok/s | Sustained s | Asker p50 ms "
             "| Asker p99 ms, sustained | Asker p99 ms, all tokens | Asker max ms | Observer p50 ms "
@@ -2051,11 +2062,10 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
     if dropped:
         notes.append(
             "**Observers cut at {}**: with one room, every observer socket receives every reply's events, "
-            "and a socket whose writer falls {} events behind (`SOCKET_QUEUE_SIZE`, default 256) is dropped "
-            "by design so that it reconnects and resyncs; when the saturated worker lags by about a "
-            "second at that event rate, that is what happens: {}. Its observer latency figures stop at the "
-            "cut.".format(
-                " and ".join("{} replies".format(c["n"]) for c in dropped), 256,
+            "and a socket whose writer falls {} events behind (`SOCKET_QUEUE_SIZE`, the app's default) is "
+            "dropped by design so that it reconnects and resyncs; the saturated worker lagged that far "
+            "behind: {}. The observer latency figures of those levels stop at the cut.".format(
+                " and ".join("{} replies".format(c["n"]) for c in dropped), app_default("SOCKET_QUEUE_SIZE"),
                 "; ".join("{} of {} observers at {} replies".format(c["dropped"], c["observers"], c["n"])
                           for c in dropped)))
     if idle and idle["per_kb"] > TARGET_IDLE_KB:
