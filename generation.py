@@ -63,6 +63,13 @@ class Generation:
             queue.put(item)
 
 
+def reply_context(reply, limit):
+    """The model's messages for ``reply``: the system prompt and the ``limit``
+    messages before it. Bounded in the query, so that messages posted after the
+    question (a busy room) never push the question out of the window."""
+    return build_context(Message.recent(reply.room, limit, before=reply.id))
+
+
 class Generator:
     """Starts reply greenlets and keeps track of the ones running here."""
 
@@ -136,10 +143,7 @@ class Generator:
             self.running.pop(reply.id, None)
 
     def _generate(self, generation, reply):
-        history = [
-            m for m in Message.recent(reply.room, self.context_messages + 1) if m.id < reply.id
-        ]
-        messages = build_context(history)
+        messages = reply_context(reply, self.context_messages)
         reply.model = getattr(self.provider, "model", None)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []

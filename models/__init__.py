@@ -82,9 +82,12 @@ class Message(BaseModel):
         return self.status == STREAMING
 
     @classmethod
-    def recent(cls, room, limit=100):
-        """The last ``limit`` messages of a room, oldest first."""
-        rows = list(cls.select().where(cls.room == room).order_by(cls.id.desc()).limit(limit))
+    def recent(cls, room, limit=100, before=None):
+        """The last ``limit`` messages of a room (those older than id ``before``), oldest first."""
+        query = cls.select().where(cls.room == room)
+        if before is not None:
+            query = query.where(cls.id < before)
+        rows = list(query.order_by(cls.id.desc()).limit(limit))
         rows.reverse()
         return rows
 

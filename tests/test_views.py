@@ -3,6 +3,7 @@ import gevent
 import pytest
 
 from conftest import csrf_from
+from generation import reply_context
 from models import Chunk
 from models import Message
 from providers import SYSTEM_PROMPT
@@ -193,6 +194,19 @@ def test_build_context_roles_and_names():
         {"role": "user", "content": "Ann: @gpt hi"},
         {"role": "assistant", "content": "Hello Ann."},
     ]
+
+
+def test_reply_context_keeps_the_question_when_the_room_moves_on(app):
+    with app.app_context():
+        Message.create(room="main", author="Bo", role="user", body="earlier")
+        question = Message.create(room="main", author="Ann", role="user", body="@gpt what is 2+2?")
+        reply = Message.new_reply(question)
+        for n in range(30):  # a busy room keeps posting while the reply waits for its model
+            Message.create(room="main", author="Cy", role="user", body="later {}".format(n))
+        Message.create(room="other", author="Di", role="user", body="another room")
+        context = reply_context(reply, 2)
+    assert [m["content"] for m in context[1:]] == ["Bo: earlier", "Ann: @gpt what is 2+2?"]
+    assert context[0]["role"] == "system"
 
 
 @pytest.mark.parametrize("raw", [b"body=%ff%fehi", b"body=\xff\xfehi"])
