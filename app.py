@@ -1,5 +1,6 @@
 """The application factory: configuration, database, routes, sockets."""
 import os
+import re
 import secrets
 import socket
 
@@ -15,10 +16,12 @@ import views
 import watchdog
 from generation import Generator
 from hub import Hub
-from models import create_tables
+from models import applied_migrations
 from models import db
 from models import init_db
+from models import migrate
 from providers import make_provider
+from relay import Relay
 from rendering import name_hue
 from rendering import render_markdown
 from security import add_security_headers
@@ -52,7 +55,15 @@ ENV_SETTINGS = {
     "FANOUT_MODE": str,
     "WATCHDOG_INTERVAL": float,
     "INTERRUPT_AFTER": float,
+    "DATABASE_POOL_SIZE": int,
+    "REMOTE_STOP_WAIT": float,
+    "DB_RETRY_FOR": float,
 }
+
+
+def _safe_url(url):
+    """A database URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _secret_key(instance_path):
@@ -105,6 +116,10 @@ def create_app(test_config=None):
         FANOUT_MODE="append",
         WATCHDOG_INTERVAL=5.0,
         INTERRUPT_AFTER=45.0,
+        DATABASE_POOL_SIZE=20,
+        REMOTE_STOP_WAIT=3.0,
+        DB_RETRY_FOR=15.0,
+        RELAY_LISTEN=True,
         MAX_CONTENT_LENGTH=64 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -122,13 +137,17 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 
-    init_db(app.config["DATABASE_URL"])
-    create_tables()
+    init_db(app.config["DATABASE_URL"], app.config["DATABASE_POOL_SIZE"])
+    migrate()
 
     hub = Hub(queue_size=app.config["SOCKET_QUEUE_SIZE"])
-    worker_id = "{}:{}:{}".format(socket.gethostname(), os.getpid(), secrets.token_hex(3))
-    generator = Generator(app, hub, make_provider(app.config), worker_id)
-    app.extensions["chat"] = {"hub": hub, "generator": generator}
+    worker_id = "{}:{}:{}".format(socket.gethostname()[:40], os.getpid(), secrets.token_hex(3))
+    relay = Relay(app, hub, None, app.config["DATABASE_URL"])
+    generator = Generator(app, hub, make_provider(app.config), worker_id, relay)
+    relay.generator = generator
+    app.extensions["chat"] = {"hub": hub, "generator": generator, "relay": relay}
+    if app.config["RELAY_LISTEN"]:
+        relay.start()  # only listens on PostgreSQL
 
     if app.config["WATCHDOG_INTERVAL"]:
         gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])
@@ -154,10 +173,13 @@ def create_app(test_config=None):
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["hue"] = lambda name: name_hue(name) % 12
 
-    @app.cli.command("init-db")
-    def init_db_command():
-        """Create the database schema."""
-        create_tables()
-        click.echo("Database ready: {}".format(app.config["DATABASE_URL"]))
+    def report_schema():
+        migrate()  # the factory has applied them already, unless another process raced it
+        click.echo("Schema up to date: {}.".format(", ".join(applied_migrations())))
+        click.echo("Database ready: {}".format(_safe_url(app.config["DATABASE_URL"])))
+
+    # Both apply pending migrations (the app also does at every start).
+    app.cli.command("init-db", help="Create the database schema, or bring it up to date.")(report_schema)
+    app.cli.command("migrate", help="Apply pending schema migrations.")(report_schema)
 
     return app

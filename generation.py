@@ -12,6 +12,9 @@ import time
 import gevent
 from gevent.queue import Empty
 from gevent.queue import Queue
+from peewee import IntegrityError
+from peewee import InterfaceError
+from peewee import OperationalError
 
 from chunking import Chunker
 from hub import FINAL
@@ -73,9 +76,10 @@ def reply_context(reply, limit):
 class Generator:
     """Starts reply greenlets and keeps track of the ones running here."""
 
-    def __init__(self, app, hub, provider, worker_id):
+    def __init__(self, app, hub, provider, worker_id, relay=None):
         self.app = app
         self.hub = hub
+        self.relay = relay  # announces commits to other processes (PostgreSQL)
         self.provider = provider
         self.worker_id = worker_id
         self.running = {}
@@ -84,6 +88,7 @@ class Generator:
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
         self.heartbeat = config["HEARTBEAT_INTERVAL"]
+        self.retry_for = config["DB_RETRY_FOR"]
         # "append" is this design; the other two emulate the designs it improves
         # on and exist only so the benchmark can measure them through this server.
         self.fanout = config["FANOUT_MODE"]
@@ -108,8 +113,9 @@ class Generator:
         if generation.finished or generation.page is None:
             return
         page, generation.page = generation.page, None
-        with db.connection_context():
+        with db.connection_context(), db.atomic():
             Message.update(stream_page=None).where(Message.id == generation.reply_id).execute()
+            self.relay.announce("detach", generation.reply_id, page=page)
         self.hub.publish(Event("detach", generation.room, generation.reply_id, page=page))
 
     def stop(self, reply_id):
@@ -131,7 +137,7 @@ class Generator:
 
     def _run(self, generation, reply):
         try:
-            with self.app.app_context(), db.connection_context():
+            with self.app.app_context():
                 self._generate(generation, reply)
         except Exception:  # the greenlet must never die silently
             log.exception("reply %s crashed", reply.id)
@@ -141,9 +147,14 @@ class Generator:
         finally:
             generation.finished = True
             self.running.pop(reply.id, None)
+            if not db.is_closed():  # a connection opened by a stray query goes back to the pool
+                db.close()
 
     def _generate(self, generation, reply):
-        messages = reply_context(reply, self.context_messages)
+        # Each write checks a connection out of the pool and returns it: none is
+        # held while the model is thinking.
+        with db.connection_context():
+            messages = reply_context(reply, self.context_messages)
         reply.model = getattr(self.provider, "model", None)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
@@ -165,8 +176,13 @@ class Generator:
             if not text or self.fanout == "whole-per-token":
                 return
             seq += 1
-            with db.atomic():
+
+            def insert():
                 Chunk.create(message=reply.id, seq=seq, text=text)
+                # Other processes hear of it on commit, in commit order.
+                self.relay.announce("article" if whole else "append", reply.id, seq, generation.page)
+
+            self._write(insert)
             last_write = time.monotonic()
             if whole:
                 publish_whole(seq)
@@ -183,7 +199,7 @@ class Generator:
                 silent_for = time.monotonic() - last_write
                 if silent_for >= self.heartbeat:
                     # The model is slow and nothing is committed: show we are alive.
-                    Message.update(active_at=utcnow()).where(Message.id == reply.id).execute()
+                    self._write(Message.update(active_at=utcnow()).where(Message.id == reply.id).execute)
                     last_write = time.monotonic()
                     silent_for = 0
                 wait = self.heartbeat - silent_for
@@ -211,7 +227,11 @@ class Generator:
                 if self.fanout == "whole-per-token":
                     # Baseline (a): the whole body rewritten and re-sent per token,
                     # to the asker too.
-                    Message.update(body="".join(parts)).where(Message.id == reply.id).execute()
+                    def rewrite():
+                        Message.update(body="".join(parts)).where(Message.id == reply.id).execute()
+                        self.relay.announce("article", reply.id, len(parts), generation.page)
+
+                    self._write(rewrite)
                     generation.emit(("whole", publish_whole(len(parts))))
                 else:
                     generation.emit(("tok", item))
@@ -226,6 +246,29 @@ class Generator:
             commit(chunker.flush())
             self._finish(generation, reply, FAILED, "".join(parts), ttft, {}, error=describe_error(exc))
 
+    def _write(self, work):
+        """``work()`` in its own short transaction on a pooled connection,
+        retried while the database is unreachable (a restart, a failover) for
+        up to ``DB_RETRY_FOR`` seconds, so a reply outlives a database blip."""
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        attempt = 0
+        while True:
+            try:
+                with db.connection_context(), db.atomic():
+                    return work()
+            except IntegrityError:
+                if attempt == 0:
+                    raise
+                return None  # the previous attempt did commit; only its answer was lost
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                log.warning("database write failed (%s); retrying in %.2fs", exc, delay)
+                gevent.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _finish(self, generation, reply, status, body, ttft, usage, error=None):
         """Write the whole body once, drop the chunks, publish the final article."""
         reply.status = status
@@ -235,7 +278,9 @@ class Generator:
         reply.prompt_tokens = usage.get("prompt_tokens")
         reply.completion_tokens = usage.get("completion_tokens")
         reply.error = error
-        with db.atomic():
+
+        def settle():
+            nonlocal reply
             settled = Message.update(
                 status=status,
                 body=body,
@@ -246,12 +291,22 @@ class Generator:
                 completion_tokens=reply.completion_tokens,
                 error=error,
                 stream_page=None,
-            ).where((Message.id == reply.id) & (Message.status == STREAMING)).execute()
+            ).where(
+                (Message.id == reply.id) & (Message.status == STREAMING) & (Message.claimed_by == self.worker_id)
+            ).execute()
             if settled:
                 Chunk.delete().where(Chunk.message == reply.id).execute()
-        if not settled:
-            # The watchdog already settled it (this process looked dead): show that.
-            reply = Message.get_by_id(reply.id)
+                self.relay.announce("article", reply.id, FINAL, generation.page)
+            else:
+                # Settled elsewhere (a Stop from another process, or the watchdog
+                # that took this process for dead): show that, and drop chunks
+                # committed since (unless the reply was retried meanwhile).
+                reply = Message.get_by_id(reply.id)
+                if not reply.is_streaming:
+                    Chunk.delete().where(Chunk.message == reply.id).execute()
+            return settled
+
+        settled = self._write(settle)
         html = upsert(render_message(reply))
         generation.finished = True
         generation.emit(("final", html))

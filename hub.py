@@ -19,6 +19,10 @@ FINAL = 1 << 60
 # Queued to every socket when the process shuts down: close, the page reconnects.
 CLOSING = object()
 
+# Queued to every socket when events from other processes may have been missed
+# (the cross-process listener reconnected): re-read and send what changed.
+RESYNC = object()
+
 
 @dataclass(frozen=True)
 class Event:
@@ -89,11 +93,15 @@ class Hub:
         for sub in list(self._rooms.get(event.room, ())):
             sub.offer(event)
 
-    def close_all(self):
-        """Ask every socket to close (with a code that makes pages reconnect)."""
+    def broadcast(self, marker):
+        """Queue ``marker`` (``CLOSING`` or ``RESYNC``) to every socket of every room."""
         for subs in list(self._rooms.values()):
             for sub in list(subs):
-                sub.offer(CLOSING)
+                sub.offer(marker)
+
+    def close_all(self):
+        """Ask every socket to close (with a code that makes pages reconnect)."""
+        self.broadcast(CLOSING)
 
     def count(self, room=None):
         """Number of live subscriptions (in one room, or overall)."""

@@ -21,6 +21,7 @@ from wsproto.events import Ping
 from wsproto.events import TextMessage
 
 from hub import CLOSING
+from hub import RESYNC
 from hub import FINAL
 from models import Message
 from models import db
@@ -106,6 +107,15 @@ class PageSocket:
         if articles:
             self._send(upsert(*articles))
 
+    def catch_up(self):
+        """Send whatever changed while events may have been lost: every message
+        newer than the newest the page has, and every reply it still shows as
+        streaming, as stored now."""
+        finished = {i for i, seq in self.delivered.items() if seq == FINAL}
+        self.streaming = (self.streaming - finished) | (set(self.delivered) - finished)
+        self.after = max([self.after, *self.delivered])
+        self.snapshot()
+
     def resync(self, message_id):
         """Re-send one whole article (after a gap, or when the page starts following)."""
         with db.connection_context():
@@ -119,6 +129,9 @@ class PageSocket:
         """Apply one hub event (or a ("follow", id) request from the page)."""
         if event is CLOSING:
             raise _Closing()
+        if event is RESYNC:
+            self.catch_up()
+            return
         if isinstance(event, tuple):  # the page lost its own stream of this reply
             self.followed.add(event[1])
             self.resync(event[1])
@@ -132,8 +145,10 @@ class PageSocket:
             return
         have = self.delivered.get(event.message_id)
         if event.kind == "article":
-            if have is not None and event.seq < have:
+            if have is not None and event.seq < have and have != FINAL:
                 return  # older than what the page already shows
+            if have == FINAL and event.seq == FINAL:
+                return  # settled already (the snapshot raced this event)
             self.delivered[event.message_id] = event.seq
             self._send(event.html)
         elif event.kind == "append":

@@ -28,6 +28,7 @@ from models import db
 from rendering import render_message
 from rendering import sse_event
 from rendering import sse_text
+from relay import wait_settled
 from rendering import upsert
 from security import same_origin
 from seeding import seed_if_empty
@@ -156,8 +157,10 @@ def post_message():
     me = current_name()
     state = chat()
     reply = None
+    relay = state["relay"]
     with db.atomic():  # a question that asks is never stored without its reply
         user_message = Message.create(room=room, author=me, role="user", body=text, session_key=session_key())
+        relay.announce("article", user_message.id, page=own_page)
         if asks_model(text):
             reply = Message.new_reply(
                 user_message,
@@ -165,6 +168,7 @@ def post_message():
                 page=own_page if streams else None,
                 claimed_by=state["generator"].worker_id,
             )
+            relay.announce("article", reply.id, page=reply.stream_page)
     user_html = render_message(user_message)
     reply_html = render_message(reply, "") if reply else Markup("")
     hub = state["hub"]
@@ -215,9 +219,24 @@ def done(reply):
 def stop_reply(message_id):
     """Stop generating a reply: the upstream request is closed, the text so far kept."""
     reply = own_reply(message_id)
-    if reply.status == STREAMING and not chat()["generator"].stop(reply.id):
-        # Nobody here generates it (its process died): settle it as stopped.
-        settle(reply, STOPPED, chat()["hub"])
+    state = chat()
+    if reply.status != STREAMING or state["generator"].stop(reply.id):
+        return done(reply)
+    relay = state["relay"]
+    if relay.enabled:
+        # Another process may run it: ask that one, and give it a moment.
+        with db.atomic():
+            asked = (
+                Message.update(stop_requested=True)
+                .where((Message.id == reply.id) & (Message.status == STREAMING))
+                .execute()
+            )
+            if asked:
+                relay.announce("stop", reply.id)
+        if not asked or wait_settled(reply.id, current_app.config["REMOTE_STOP_WAIT"]) is not None:
+            return done(reply)
+    # Nobody generates it any more (its process died): settle it as stopped.
+    settle(Message.get_by_id(reply.id), STOPPED, state["hub"], relay)
     return done(reply)
 
 
@@ -232,8 +251,10 @@ def retry_reply(message_id):
         check_reply_capacity(reply.session_key, current_app.config)
     except Refused as exc:
         abort(exc.status, description=exc.text)
-    if not reply.restart(state["generator"].worker_id):
-        abort(409, description="That reply is already being retried.")
+    with db.atomic():
+        if not reply.restart(state["generator"].worker_id):
+            abort(409, description="That reply is already being retried.")
+        state["relay"].announce("article", reply.id)
     reply = Message.get_by_id(reply.id)
     state["hub"].publish(Event("article", reply.room, reply.id, 0, upsert(render_message(reply, ""))))
     state["generator"].start(reply, claimed=True)

@@ -5,7 +5,10 @@ chunk, or a heartbeat written while the model is silent. One whose last
 activity is older than ``stale_after`` seconds (its process died: ``kill -9``,
 an out-of-memory kill, a lost host) is marked ``interrupted``, its committed
 text kept, and every page is told. Replies running in this process are never
-touched: they have their own timeouts.
+touched: they have their own timeouts. With several processes (PostgreSQL),
+each one sweeps; a live process's replies show activity at least every
+``HEARTBEAT_INTERVAL`` seconds, well inside ``stale_after``, so no process
+settles another live one's reply.
 """
 import logging
 from datetime import timedelta
@@ -15,6 +18,7 @@ import gevent
 from hub import FINAL
 from hub import Event
 from models import INTERRUPTED
+from models import STOPPED
 from models import STREAMING
 from models import Chunk
 from models import Message
@@ -35,7 +39,7 @@ def last_activity(message):
     return max(t for t in times if t is not None)
 
 
-def settle(message, status, hub):
+def settle(message, status, hub, relay):
     """Settle a reply nobody generates any more, keeping what was committed."""
     with db.atomic():
         text, _ = message.committed()
@@ -46,21 +50,26 @@ def settle(message, status, hub):
         )
         if settled:
             Chunk.delete().where(Chunk.message == message.id).execute()
+            relay.announce("article", message.id, FINAL)
     if settled:
         message = Message.get_by_id(message.id)
         hub.publish(Event("article", message.room, message.id, FINAL, upsert(render_message(message))))
     return bool(settled)
 
 
-def sweep(generator, hub, stale_after):
+def sweep(generator, hub, relay, stale_after):
     """Interrupt every streaming reply that shows no sign of life; their ids."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
     interrupted = []
     for message in Message.select().where(Message.status == STREAMING):
         if message.id in generator.running:
             continue
-        if last_activity(message) < cutoff and settle(message, INTERRUPTED, hub):
-            log.warning("reply %s interrupted: no activity since before %s", message.id, cutoff)
+        if last_activity(message) >= cutoff:
+            continue
+        # Its process died: after a Stop nobody could deliver, it is stopped.
+        status = STOPPED if message.stop_requested else INTERRUPTED
+        if settle(message, status, hub, relay):
+            log.warning("reply %s %s: no activity since before %s", message.id, status, cutoff)
             interrupted.append(message.id)
     return interrupted
 
@@ -71,7 +80,7 @@ def run(app, interval, stale_after):
     while True:
         try:
             with app.app_context(), db.connection_context():
-                sweep(chat["generator"], chat["hub"], stale_after)
+                sweep(chat["generator"], chat["hub"], chat["relay"], stale_after)
         except Exception:
             log.exception("watchdog sweep failed")
         gevent.sleep(interval)

@@ -3,6 +3,7 @@
 One deferred database (``db``) is bound to a real connection by ``init_db`` from
 the app factory, so models can be imported before configuration is known.
 """
+import os
 from datetime import datetime
 from datetime import timezone
 
@@ -13,9 +14,15 @@ from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import IntegrityError
 from peewee import Model
+from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
+from peewee import BooleanField
 from peewee import TextField
 from playhouse.db_url import connect as connect_url
+from playhouse.db_url import parse as parse_url
+from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledSqliteDatabase
 
 db = DatabaseProxy()
 
@@ -73,6 +80,9 @@ class Message(BaseModel):
     completion_tokens = IntegerField(null=True)
     ttft_ms = IntegerField(null=True)
     error = TextField(null=True)
+    # A Stop posted to a process that does not run this reply: the process that
+    # does stops it (it is told at once on PostgreSQL, and checks on reconnect).
+    stop_requested = BooleanField(default=False)
 
     class Meta:
         indexes = ((("room", "id"), False),)
@@ -172,32 +182,84 @@ class Flag(BaseModel):
 MODELS = [Message, Chunk, Flag]
 
 
-def make_database(url):
-    """A peewee database for a ``DATABASE_URL``; SQLite gets web-app pragmas."""
+def is_postgres(url):
+    """True for the URLs hosting platforms hand out for PostgreSQL."""
+    return url.split(":", 1)[0] in ("postgres", "postgresql")
+
+
+def make_database(url, pool_size=20):
+    """A peewee database for a ``DATABASE_URL``.
+
+    SQLite (a file) and PostgreSQL (``postgres://`` or ``postgresql://``, through
+    psycopg 3) get a connection pool: a connection is checked out for a request
+    or one short write and returned, never held across a model's reply.
+    Anything else is handed to peewee's ``playhouse.db_url`` as it is.
+    """
+    pool = {"max_connections": pool_size, "stale_timeout": 300, "timeout": 10}
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):] or ":memory:"
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+        path = url[len("sqlite:///"):]
+        if not path or path == ":memory:":  # every connection would be its own database
+            return SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS)
+        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, **pool)
+    if is_postgres(url):
+        params = parse_url(url, unquote_password=True, unquote_user=True)
+        return PooledPostgresqlDatabase(params.pop("database"), prefer_psycopg3=True, **pool, **params)
     return connect_url(url)
 
 
-def init_db(url):
-    """Bind the deferred database to ``url``."""
-    db.initialize(make_database(url))
+def init_db(url, pool_size=20):
+    """Bind the deferred database to ``url`` (closing a previous binding's pool)."""
+    if db.obj is not None and hasattr(db.obj, "close_all"):
+        db.obj.close_all()
+    db.initialize(make_database(url, pool_size))
     return db
 
 
-def create_tables():
-    """Create the schema if it is missing (safe to run repeatedly)."""
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+MIGRATION_TABLE = "schema_migration"
+# Held while migrating, so that workers starting together migrate once.
+_MIGRATION_LOCK = 0x63686174
+
+
+def migration_runner():
+    return Runner(db.obj, directory=MIGRATIONS, table_name=MIGRATION_TABLE)
+
+
+def migrate():
+    """Apply the numbered migrations in ``models/migrations`` that this
+    database lacks (recorded in ``schema_migration``); their names."""
     with db.connection_context():
-        db.create_tables(MODELS, safe=True)
+        postgres = isinstance(db.obj, PostgresqlDatabase)
+        if postgres:
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            return migration_runner().up()
+        finally:
+            if postgres:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def applied_migrations():
+    """Names of the migrations this database has had, oldest first."""
+    with db.connection_context():
+        return [m.name for m in migration_runner().status() if m.applied]
+
+
+def pending_migrations():
+    """Names of the migrations this database has not had yet."""
+    with db.connection_context():
+        return [m.name for m in migration_runner().status() if not m.applied and m.path]
+
 
 
 __all__ = [
     "Chunk",
     "Flag",
     "Message",
-    "create_tables",
     "db",
     "init_db",
+    "applied_migrations",
+    "migrate",
+    "pending_migrations",
     "utcnow",
 ]

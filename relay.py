@@ -1,0 +1,189 @@
+"""Fan-out between processes, through PostgreSQL's LISTEN/NOTIFY.
+
+Every process publishes its own events straight to its local hub. On
+PostgreSQL it also *announces* each one with ``NOTIFY`` inside the transaction
+that commits it: the payload carries ids only, and PostgreSQL delivers it on
+commit, in commit order. Each process keeps one dedicated ``LISTEN``
+connection in its own greenlet; for an announcement from another process it
+re-reads the committed rows, renders the fragment and publishes it on its own
+hub, which feeds that process's sockets. The author's token stream never
+crosses processes; only commits do.
+
+When the listening connection drops (a database restart, a network cut), the
+listener reconnects with backoff and then makes every socket of its process
+catch up from the database, so a page misses nothing. A Stop posted to one
+process reaches the process that runs the reply the same way (and, should that
+announcement be missed, through ``message.stop_requested`` on reconnect).
+
+On SQLite there is only one process (gunicorn refuses more workers), so the
+relay does nothing.
+"""
+import logging
+import secrets
+import time
+
+import gevent
+
+from hub import FINAL
+from hub import RESYNC
+from hub import Event
+from models import STREAMING
+from models import Chunk
+from models import Message
+from models import db
+from models import is_postgres
+from rendering import append_fragment
+from rendering import render_message
+from rendering import upsert
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "chat_events"
+KINDS = ("article", "append", "detach", "stop")
+
+
+class Relay:
+    """Announces this process's commits and replays other processes' ones."""
+
+    def __init__(self, app, hub, generator, url):
+        self.app = app
+        self.hub = hub
+        self.generator = generator
+        self.url = url
+        self.enabled = is_postgres(url)
+        self.origin = secrets.token_hex(6)  # tells our own announcements apart
+        self.connected = False
+        self.connections = 0  # how many times the listener (re)connected
+        self.received = 0
+        self.greenlet = None
+        self._conn = None
+
+    # -- announcing (any greenlet, inside the committing transaction) --------
+
+    def announce(self, kind, message_id, seq=0, page=None):
+        """NOTIFY the other processes of a commit; a no-op on SQLite."""
+        if not self.enabled:
+            return
+        payload = "{} {} {} {} {}".format(self.origin, kind, int(message_id), int(seq), page or "-")
+        db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    # -- listening (one greenlet per process) ---------------------------------
+
+    def start(self):
+        if self.enabled and self.greenlet is None:
+            self.greenlet = gevent.spawn(self.listen_forever)
+        return self
+
+    def stop(self):
+        if self.greenlet is not None:
+            self.greenlet.kill(block=False)
+            self.greenlet = None
+        self._close()
+
+    def listen_forever(self, max_backoff=10.0):
+        import psycopg
+
+        backoff = 0.25
+        while True:
+            try:
+                self._conn = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=10,
+                    application_name="chat-listener", keepalives=1, keepalives_idle=30,
+                )
+                self._conn.execute("LISTEN {}".format(CHANNEL))
+                self.connected = True
+                self.connections += 1
+                if self.connections > 1:
+                    log.warning("relay listener reconnected; pages catch up")
+                    # Pooled connections may have died with the server: open new ones.
+                    if hasattr(db.obj, "close_idle"):
+                        db.obj.close_idle()
+                    self.catch_up()
+                backoff = 0.25
+                while True:
+                    for notify in self._conn.notifies(timeout=15):
+                        self.dispatch(notify.payload)
+                    # Quiet for a while: make sure the connection is still there.
+                    self._conn.execute("SELECT 1")
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:
+                self.connected = False
+                self._close()
+                log.warning("relay listener lost its connection (%s); retrying in %.2fs", exc, backoff)
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff)
+
+    def _close(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def catch_up(self):
+        """After a gap: every socket re-reads what changed, and replies this
+        process runs stop if a Stop was asked of them meanwhile."""
+        self.hub.broadcast(RESYNC)
+        running = list(self.generator.running)
+        if not running:
+            return
+        with self.app.app_context(), db.connection_context():
+            asked = Message.select(Message.id).where(
+                Message.id.in_(running) & Message.stop_requested & (Message.status == STREAMING)
+            )
+            for message in asked:
+                self.generator.stop(message.id)
+
+    def dispatch(self, payload):
+        """Replay one announcement from another process on the local hub."""
+        try:
+            origin, kind, message_id, seq, page = payload.split(" ")
+            message_id, seq = int(message_id), int(seq)
+        except ValueError:
+            log.warning("relay: ignoring a malformed announcement %r", payload[:200])
+            return
+        if origin == self.origin or kind not in KINDS:
+            return
+        self.received += 1
+        page = None if page == "-" else page
+        if kind == "stop":
+            self.generator.stop(message_id)
+            return
+        try:
+            with self.app.app_context(), db.connection_context():
+                event = self._event(kind, message_id, seq, page)
+        except Exception:
+            log.exception("relay: could not replay %r", payload)
+            return
+        if event is not None:
+            self.hub.publish(event)
+
+    def _event(self, kind, message_id, seq, page):
+        """The hub event for a commit, rebuilt from the database."""
+        message = Message.get_or_none(Message.id == message_id)
+        if message is None:
+            return None
+        if kind == "detach":
+            return Event("detach", message.room, message_id, page=page)
+        if kind == "append":
+            chunk = Chunk.get_or_none((Chunk.message == message_id) & (Chunk.seq == seq))
+            if chunk is None:  # the reply settled meanwhile: its final article follows
+                return None
+            return Event("append", message.room, message_id, seq, append_fragment(message_id, chunk.text), page)
+        text, committed = message.committed()
+        shown = committed if message.is_streaming else FINAL
+        return Event("article", message.room, message_id, shown, upsert(render_message(message, text)), page)
+
+
+def wait_settled(message_id, timeout, poll=0.05):
+    """The message once it is no longer streaming, or None after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = Message.get_or_none(Message.id == message_id)
+        if message is None or not message.is_streaming:
+            return message
+        if time.monotonic() >= deadline:
+            return None
+        gevent.sleep(poll)
