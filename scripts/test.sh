@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Chromium from Debian, the app with its
-# test extras in .venv) and run the whole suite. Needs no input.
+# Install everything the tests need (Chromium and PostgreSQL from Debian, the
+# app with its test extras in .venv) and run the whole suite twice: on SQLite,
+# then on PostgreSQL (a private server on loopback, started by the tests).
+# Needs no input. Arguments go to pytest (e.g. -k browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e ".[test]"
-exec .venv/bin/python -m pytest "$@"
+status=0
+echo "== the suite on SQLite"
+.venv/bin/python -m pytest "$@" || status=$?
+echo "== the suite on PostgreSQL"
+TEST_DATABASE=postgres .venv/bin/python -m pytest "$@" || status=$?
+exit $status

@@ -15,6 +15,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fake_openai import FakeOpenAI  # noqa: E402
+from pg import PostgresServer  # noqa: E402
 
 from app import create_app  # noqa: E402
 from providers import TokenStream  # noqa: E402
@@ -40,17 +41,50 @@ class ScriptedProvider:
         return stream
 
 
+# Which database the suite runs on: "sqlite" (the default) or "postgres"
+# (scripts/test.sh runs the suite once on each).
+BACKEND = os.environ.get("TEST_DATABASE", "sqlite")
+_postgres = None
+_databases = {}
+
+
+def postgres_server():
+    """The suite's PostgreSQL server, started on first use."""
+    global _postgres
+    if _postgres is None:
+        _postgres = PostgresServer().start()
+    return _postgres
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _postgres is not None:
+        _postgres.destroy()
+
+
+def database_url(tmp_path, backend=None):
+    """The test's database (one per test; servers of one test share it)."""
+    backend = backend or BACKEND
+    key = (str(tmp_path), backend)
+    if key not in _databases:
+        if backend == "postgres":
+            _databases[key] = postgres_server().create_database()
+        else:
+            _databases[key] = "sqlite:///{}".format(tmp_path / "test.db")
+    return _databases[key]
+
+
 @pytest.fixture
 def app(tmp_path):
     app = create_app(
         {
             "TESTING": True,
             "SECRET_KEY": "test",
-            "DATABASE_URL": "sqlite:///{}".format(tmp_path / "test.db"),
+            "DATABASE_URL": database_url(tmp_path),
             "SEED_DEMO": False,
             "DEMO_TOKEN_DELAY": 0.001,
             "DEMO_FIRST_TOKEN_DELAY": 0.0,
             "WATCHDOG_INTERVAL": 0,
+            "RELAY_LISTEN": False,
         }
     )
     app.extensions["chat"]["generator"].provider = ScriptedProvider()
@@ -58,6 +92,15 @@ def app(tmp_path):
     # Replies still running belong to this app's database: settle them now.
     with app.app_context():
         app.extensions["chat"]["generator"].shutdown(0)
+    close_pool()
+
+
+def close_pool():
+    """Close every pooled connection of the app's database (it is re-bound per test)."""
+    from models import db
+
+    if hasattr(db.obj, "close_all"):
+        db.obj.close_all()
 
 
 @pytest.fixture
@@ -95,15 +138,15 @@ def free_port():
 class LiveServer:
     """gunicorn with the gevent worker, serving the app on a loopback port."""
 
-    def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None):
+    def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None, backend=None):
         self.port = port or free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
-        self.db_path = str(tmp_path / "live.db")
+        self.database_url = database_url(tmp_path, backend)
         self.log_path = str(tmp_path / "gunicorn-{}.log".format(self.port))
         self.env = dict(os.environ)
         self.env.update(
             {
-                "DATABASE_URL": "sqlite:///" + self.db_path,
+                "DATABASE_URL": self.database_url,
                 "SECRET_KEY": "live-test",
                 "SEED_DEMO": "0",
                 "PYTHONUNBUFFERED": "1",

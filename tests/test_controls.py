@@ -136,7 +136,7 @@ def test_watchdog_interrupts_replies_with_no_recent_activity_only(app):
         hub = Hub()
         watcher = hub.subscribe("lobby")
         generator = app.extensions["chat"]["generator"]
-        assert sweep(generator, hub, stale_after=45) == [dead.id]
+        assert sweep(generator, hub, app.extensions["chat"]["relay"], stale_after=45) == [dead.id]
         dead = Message.get_by_id(dead.id)
         assert dead.status == "interrupted" and dead.body == "Kept sentence. "
         assert Message.get_by_id(alive.id).status == "streaming"
@@ -145,7 +145,7 @@ def test_watchdog_interrupts_replies_with_no_recent_activity_only(app):
         # A chunk committed recently keeps a reply alive, whatever its age.
         Message.update(created_at=old).where(Message.id == alive.id).execute()
         Chunk.create(message=alive.id, seq=1, text="Fresh. ")
-        assert sweep(generator, hub, stale_after=45) == []
+        assert sweep(generator, hub, app.extensions["chat"]["relay"], stale_after=45) == []
 
 
 def test_stop_is_heard_before_the_model_answers(app, client):

@@ -127,7 +127,7 @@ def tokens_text(events):
 
 
 def count_messages(server):
-    return query(server.db_path, "SELECT count(*) AS n FROM message")[0]["n"]
+    return query(server.database_url, "SELECT count(*) AS n FROM message")[0]["n"]
 
 
 def assert_no_secrets(text, where):
@@ -173,7 +173,7 @@ def test_provider_http_error_fails_the_reply(live_server, ws_open, status, expec
     seen = wait_article(observer, reply_id, "failed")
     assert notice(seen["html"]) == expected and 'data-action="retry"' in seen["html"]
 
-    row = wait_settled(live_server.db_path, reply_id, 5)
+    row = wait_settled(live_server.database_url, reply_id, 5)
     assert row["status"] == "failed" and row["error"] == expected
     assert row["body"] == "" and row["completed_at"] and row["stream_page"] is None
 
@@ -203,7 +203,7 @@ def test_unreachable_provider_fails_fast(make_server):
     assert [(a["id"], a["status"]) for a in final] == [(reply_id, "failed")]
     assert notice(final[0]["html"]) == "Could not reach the model provider."
     assert 'data-action="retry"' in final[0]["html"]
-    row = wait_settled(server.db_path, reply_id, 5)
+    row = wait_settled(server.database_url, reply_id, 5)
     assert (row["status"], row["error"], row["body"]) == ("failed", "Could not reach the model provider.", "")
     assert API_KEY not in alice.load()
 
@@ -224,7 +224,7 @@ def test_silent_provider_times_out(make_server):
     final = parse_upsert(events[-1]["data"])
     assert [(a["id"], a["status"]) for a in final] == [(reply_id, "failed")]
     assert notice(final[0]["html"]) == "The model took too long to answer."
-    row = wait_settled(server.db_path, reply_id, 5)
+    row = wait_settled(server.database_url, reply_id, 5)
     assert (row["status"], row["error"], row["body"]) == ("failed", "The model took too long to answer.", "")
     # The app hung up on the silent model instead of waiting for it.
     wait_until(lambda: server.llm.client_closed_early[-1] is not None, 6, message="the upstream stream to end")
@@ -254,11 +254,11 @@ def test_stream_cut_keeps_text_so_far(live_server, ws_open):
     assert kept in html.unescape(final[0]["body_html"])
     assert 'data-action="retry"' in final[0]["html"]
 
-    row = wait_settled(live_server.db_path, reply_id, 5)
+    row = wait_settled(live_server.database_url, reply_id, 5)
     assert row["status"] == "failed"
     assert row["body"] == kept
     assert row["error"] == "The connection to the model broke mid-reply."
-    assert query(live_server.db_path, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+    assert query(live_server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
     seen = wait_article(observer, reply_id, "failed")
     assert html.unescape(seen["body_html"]).strip() == "<p>{}</p>".format(kept)
@@ -295,7 +295,7 @@ def test_stop_then_retry(live_server, ws_open):
         assert "Only the person who asked" in result.body
         got += [reader.next(), reader.next(), reader.next()]
         assert all(e and "<article" not in e["data"] for e in got), got
-        assert message_row(live_server.db_path, reply_id)["status"] == "streaming"
+        assert message_row(live_server.database_url, reply_id)["status"] == "streaming"
         assert llm.client_closed_early == [None]
 
         # The asker stops it.
@@ -315,12 +315,12 @@ def test_stop_then_retry(live_server, ws_open):
     assert 'data-action="retry"' in final[0]["html"] and 'data-action="stop"' not in final[0]["html"]
     streamed = tokens_text(events[:-1])
 
-    row = wait_settled(live_server.db_path, reply_id, 3)
+    row = wait_settled(live_server.database_url, reply_id, 3)
     assert row["status"] == "stopped" and row["error"] is None
     assert row["body"], "the text so far is kept"
     assert full.startswith(row["body"]) and len(row["body"]) < len(full)
     assert row["body"] == streamed
-    assert query(live_server.db_path, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+    assert query(live_server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
     seen = wait_article(observer, reply_id, "stopped")
     assert notice(seen["html"]) == "Stopped."
@@ -328,7 +328,7 @@ def test_stop_then_retry(live_server, ws_open):
 
     # Stopping again changes nothing; nobody else may retry.
     assert control(alice, reply_id, "stop").status == 204
-    assert message_row(live_server.db_path, reply_id)["status"] == "stopped"
+    assert message_row(live_server.database_url, reply_id)["status"] == "stopped"
     result = control(bob, reply_id, "retry")
     assert result.status == 403
     assert len(llm.requests) == 1
@@ -341,7 +341,7 @@ def test_stop_then_retry(live_server, ws_open):
     again = control(alice, reply_id, "retry")  # while the retry runs
     assert again.status == 409, (again.status, again.body)
     wait_until(lambda: len(llm.requests) == 2, 3, message="the retried request to reach the model")
-    row = wait_settled(live_server.db_path, reply_id, 5)
+    row = wait_settled(live_server.database_url, reply_id, 5)
     assert row["status"] == "complete" and row["error"] is None
     assert row["body"] == "".join(new_tokens)
     wait_until(lambda: llm.client_closed_early[-1] is not None, 3, message="the retried stream to end")
@@ -390,7 +390,7 @@ def test_keepalive_comments_before_first_token(make_server):
     assert 'data-status="streaming"' in events[0]
     assert 'data-status="complete"' in events[-1] and 'id="message-{}"'.format(reply_id) in events[-1]
     assert "".join(html.unescape(e) for e in events[1:-1]) == "".join(tokens)
-    row = wait_settled(server.db_path, reply_id, 5)
+    row = wait_settled(server.database_url, reply_id, 5)
     assert row["status"] == "complete" and row["body"] == "".join(tokens)
 
 
@@ -490,7 +490,7 @@ def test_second_ask_while_streaming_is_refused(live_server):
         reply_id = int(response.headers["X-Reply-Id"])
         reader = SSEReader(response)
         reader.next()
-        assert message_row(live_server.db_path, reply_id)["status"] == "streaming"
+        assert message_row(live_server.database_url, reply_id)["status"] == "streaming"
         before = count_messages(live_server)
 
         # htmx, with or without SSE: 429 shown under the composer.
@@ -518,9 +518,9 @@ def test_second_ask_while_streaming_is_refused(live_server):
     assert tokens_text(events[:-1]) == "".join(tokens)
 
     # Once the reply is done, asking again works.
-    wait_settled(live_server.db_path, reply_id, 5)
+    wait_settled(live_server.database_url, reply_id, 5)
     llm.enqueue(["Again", "."], delay=0.01)
     result = alice.post("@gpt second question", sse=False)
     assert result.status == 200, (result.status, result.body)
-    rows = query(live_server.db_path, "SELECT body FROM message WHERE role = 'user' ORDER BY id")
+    rows = query(live_server.database_url, "SELECT body FROM message WHERE role = 'user' ORDER BY id")
     assert [r["body"] for r in rows].count("@gpt second question") == 1

@@ -141,7 +141,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     assert len(expected) == 20
     fake_llm.enqueue(tokens, delay=0.1)
     first = servers(tmp_path, llm_env(fake_llm))
-    db_path = first.db_path
+    database_url = first.database_url
     alice = Browser(first)
     alice.load()
 
@@ -149,7 +149,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
         reader = SSEReader(response)
         reply_id = int(response.headers["X-Reply-Id"])
         assert 'data-status="streaming"' in reader.next()["data"]
-        wait_until(lambda: len(chunk_rows(db_path, reply_id)) >= 2, 8, message="two committed chunks")
+        wait_until(lambda: len(chunk_rows(database_url, reply_id)) >= 2, 8, message="two committed chunks")
         workers = children(first.proc.pid)
         assert workers, "no worker process found"
         os.killpg(first.proc.pid, signal.SIGKILL)  # master and worker: the whole group
@@ -162,12 +162,12 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     assert not any("<article" in e["data"] for e in events), (ended, events[-1:])
 
     # What was committed before the kill is in the file, the reply still "streaming".
-    chunks = chunk_rows(db_path, reply_id)
+    chunks = chunk_rows(database_url, reply_id)
     k = len(chunks)
     assert 2 <= k < len(expected), "killed too late: {} chunks".format(k)
     assert [c["text"] for c in chunks] == expected[:k]
     committed = "".join(expected[:k])
-    row = message_row(db_path, reply_id)
+    row = message_row(database_url, reply_id)
     assert (row["status"], row["body"], row["completed_at"]) == ("streaming", "", None)
     # The model's response was abandoned when the process died.
     wait_until(lambda: fake_llm.client_closed_early[0] is not None, 5, message="upstream to notice")
@@ -176,7 +176,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     # A new process on the same database file, with a fast watchdog (and a
     # slow heartbeat, so only "running here" protects its own silent reply below).
     second = servers(tmp_path, llm_env(fake_llm, WATCHDOG_INTERVAL=0.5, INTERRUPT_AFTER=3, HEARTBEAT_INTERVAL=30))
-    assert second.db_path == db_path
+    assert second.database_url == database_url
     bob = Browser(second)
     page_html = bob.load()
     observer = sockets(second, bob.page, after=0)
@@ -200,10 +200,10 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
         ["interrupted"], ["streaming", "interrupted"])
     assert article["body_html"] == markdown_html(committed)
     assert "Interrupted" in article["html"] and 'data-action="retry"' in article["html"]
-    row = message_row(db_path, reply_id)
+    row = message_row(database_url, reply_id)
     assert row["status"] == "interrupted" and row["body"] == committed
     assert row["completed_at"] is not None and row["stream_page"] is None
-    assert chunk_rows(db_path, reply_id) == []
+    assert chunk_rows(database_url, reply_id) == []
     assert settled_after < 10
     print("kill -9: observer connected {:.2f}s after the kill (snapshot {}), interrupted after {:.2f}s".format(
         connected_at - killed_at, snapshot_status, settled_after))
@@ -221,7 +221,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
         events = list(reader)
     assert 'data-status="complete"' in events[-1]["data"], events[-1]["data"][:300]
     assert stream_text(events[1:-1]) == "".join(tokens2)
-    row = message_row(db_path, reply2)
+    row = message_row(database_url, reply2)
     assert (row["status"], row["body"]) == ("complete", "".join(tokens2))
     assert "reply {} interrupted".format(reply2) not in second.logs()
     # The observer saw it complete too, never interrupted.
@@ -274,10 +274,10 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
     else:
         assert observer.closed.is_set(), "the observer got neither the final article nor a close"
         assert [a["status"] for a in arts] in ([], ["streaming"]), arts
-    row = message_row(server.db_path, reply_id)
+    row = message_row(server.database_url, reply_id)
     assert (row["status"], row["body"]) == ("complete", reply_text)
     assert row["completion_tokens"] == len(tokens)
-    assert row["completed_at"] is not None and chunk_rows(server.db_path, reply_id) == []
+    assert row["completed_at"] is not None and chunk_rows(server.database_url, reply_id) == []
     assert server.proc.poll() is None or time.monotonic() - term_at > 0.5
     # The page goes away too (nothing is in flight any more): the worker then
     # exits by itself, through its exit hook, long before the graceful timeout.
@@ -321,7 +321,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
     tokens = slow_tokens(67)[:200]  # 200 tokens, 0.1 s apart: ~20 s
     fake_llm.enqueue(tokens, delay=0.1)
     server = servers(tmp_path, llm_env(fake_llm), graceful=5)
-    db_path = server.db_path
+    database_url = server.database_url
     alice = Browser(server)
     alice.load()
     alice.say("hello")
@@ -334,7 +334,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
         result = alice.post("@gpt a long one", sse=False)
         assert result.status == 200, result.body
         reply_id = max(a["id"] for a in parse_upsert(result.body))
-        chunks = wait_until(lambda: at_least(2, chunk_rows(db_path, reply_id)), 8,
+        chunks = wait_until(lambda: at_least(2, chunk_rows(database_url, reply_id)), 8,
                             message="two committed chunks")
         os.killpg(server.proc.pid, signal.SIGTERM)
         term_at = time.monotonic()
@@ -343,7 +343,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
             reader = SSEReader(response)
             reply_id = int(response.headers["X-Reply-Id"])
             assert 'data-status="streaming"' in reader.next()["data"]
-            chunks = wait_until(lambda: at_least(2, chunk_rows(db_path, reply_id)), 8,
+            chunks = wait_until(lambda: at_least(2, chunk_rows(database_url, reply_id)), 8,
                                 message="two committed chunks")
             os.killpg(server.proc.pid, signal.SIGTERM)
             term_at = time.monotonic()
@@ -354,7 +354,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
     except subprocess.TimeoutExpired:
         pytest.fail("still running 15 s after SIGTERM")
     exited_after = time.monotonic() - term_at
-    row = message_row(db_path, reply_id)
+    row = message_row(database_url, reply_id)
     assert row["status"] == "interrupted", (
         "reply left {!r} after SIGTERM (process exited after {:.1f}s); log:\n{}".format(
             row["status"], exited_after, server.logs()[-3000:])
@@ -365,7 +365,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
     prefixes = ["".join(tokens[:i]) for i in range(len(tokens))]
     assert row["body"] in prefixes, row["body"][-200:]
     assert row["completed_at"] is not None and row["stream_page"] is None
-    assert chunk_rows(db_path, reply_id) == []
+    assert chunk_rows(database_url, reply_id) == []
     assert exited_after < 6.5, "exited {:.1f}s after SIGTERM".format(exited_after)
     # The author's stream ends with the interrupted article.
     if clients != "none":
@@ -770,7 +770,7 @@ def test_load_50_askers_250_observers(tmp_path, fake_llm, servers):
             assert [(a["role"], a["status"]) for a in first] == [("user", "complete"), ("assistant", "streaming")]
             final = parse_upsert(events[-1]["data"])
             assert [(a["id"], a["status"]) for a in final] == [(reply_id, "complete")], events[-1]["data"][:300]
-            row = message_row(server.db_path, reply_id)
+            row = message_row(server.database_url, reply_id)
             assert row["status"] == "complete"
             assert stream_text(events[1:-1]) == row["body"], i
             reply_ids[reply_id] = (row["body"], final[0]["html"])
@@ -794,9 +794,9 @@ def test_load_50_askers_250_observers(tmp_path, fake_llm, servers):
     finally:
         observers.close()
 
-    assert query(server.db_path, "SELECT count(*) AS n FROM message WHERE status = 'streaming'")[0]["n"] == 0
-    assert query(server.db_path, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
-    assert query(server.db_path, "SELECT count(*) AS n FROM message WHERE role = 'assistant'")[0]["n"] == askers_n
+    assert query(server.database_url, "SELECT count(*) AS n FROM message WHERE status = 'streaming'")[0]["n"] == 0
+    assert query(server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+    assert query(server.database_url, "SELECT count(*) AS n FROM message WHERE role = 'assistant'")[0]["n"] == askers_n
     assert "Traceback" not in server.logs(), server.logs()[-3000:]
     slowest = max(r[2] for r in results)
     print("load: askers done {:.2f}s (slowest stream {:.2f}s), observers done {:.2f}s".format(

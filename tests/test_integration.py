@@ -87,38 +87,48 @@ def wait_until(predicate, timeout, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
-def query(db_path, sql, args=()):
-    """Rows from the live server's SQLite file, all read in one snapshot."""
-    con = sqlite3.connect(db_path, timeout=5, isolation_level=None)
-    con.row_factory = sqlite3.Row
-    try:
-        con.execute("BEGIN")
+def query(database_url, sql, args=()):
+    """Rows from the live server's database (SQLite or PostgreSQL), all read
+    in one snapshot. Queries use ``?`` placeholders."""
+    if database_url.startswith("sqlite:///"):
+        con = sqlite3.connect(database_url[len("sqlite:///"):], timeout=5, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("BEGIN")
+            if isinstance(sql, str):
+                result = [dict(r) for r in con.execute(sql, args).fetchall()]
+            else:  # several queries in one read transaction
+                result = [[dict(r) for r in con.execute(s, a).fetchall()] for s, a in sql]
+            con.execute("COMMIT")
+            return result
+        finally:
+            con.close()
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as con:
+        con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         if isinstance(sql, str):
-            result = [dict(r) for r in con.execute(sql, args).fetchall()]
-        else:  # several queries in one read transaction
-            result = [[dict(r) for r in con.execute(s, a).fetchall()] for s, a in sql]
-        con.execute("COMMIT")
-        return result
-    finally:
-        con.close()
+            return con.execute(sql.replace("?", "%s"), args).fetchall()
+        return [con.execute(s.replace("?", "%s"), a).fetchall() for s, a in sql]
 
 
-def message_row(db_path, message_id):
-    rows = query(db_path, "SELECT * FROM message WHERE id = ?", (message_id,))
+def message_row(database_url, message_id):
+    rows = query(database_url, "SELECT * FROM message WHERE id = ?", (message_id,))
     return rows[0] if rows else None
 
 
-def wait_settled(db_path, message_id, timeout):
+def wait_settled(database_url, message_id, timeout):
     """The message row once it is no longer streaming."""
     def settled():
-        row = message_row(db_path, message_id)
+        row = message_row(database_url, message_id)
         return row if row["status"] != "streaming" else None
 
     return wait_until(settled, timeout, message="message {} to settle".format(message_id))
 
 
-def chunk_rows(db_path, message_id):
-    return query(db_path, "SELECT seq, text FROM chunk WHERE message_id = ? ORDER BY seq", (message_id,))
+def chunk_rows(database_url, message_id):
+    return query(database_url, "SELECT seq, text FROM chunk WHERE message_id = ? ORDER BY seq", (message_id,))
 
 
 def parse_upsert(data):
@@ -535,20 +545,20 @@ def test_db_rows_while_streaming_and_after(live_server):
     live_server.llm.enqueue(tokens, delay=0.2)
     alice = Browser(live_server)
     alice.load()
-    db_path = live_server.db_path
+    database_url = live_server.database_url
 
     with alice.stream("@gpt count slowly") as response:
         reader = SSEReader(response)
         reply_id = int(response.headers["X-Reply-Id"])
         assert reader.next() is not None
-        user_id = message_row(db_path, reply_id)["reply_to_id"]
-        user = message_row(db_path, user_id)
+        user_id = message_row(database_url, reply_id)["reply_to_id"]
+        user = message_row(database_url, user_id)
         assert (user["role"], user["status"], user["body"], user["author"]) == (
             "user", "complete", "@gpt count slowly", alice.name)
 
         def mid_way():
             (msg,), chunks = query(
-                db_path,
+                database_url,
                 [
                     ("SELECT * FROM message WHERE id = ?", (reply_id,)),
                     ("SELECT seq, text FROM chunk WHERE message_id = ? ORDER BY seq", (reply_id,)),
@@ -569,14 +579,14 @@ def test_db_rows_while_streaming_and_after(live_server):
 
     assert "".join(html.unescape(e["data"]) for e in rest[:-1]) == reply_text
     assert 'data-status="complete"' in rest[-1]["data"]
-    msg = wait_settled(db_path, reply_id, 5)
+    msg = wait_settled(database_url, reply_id, 5)
     assert msg["status"] == "complete"
     assert msg["body"] == reply_text
     assert msg["completion_tokens"] == len(tokens)
     assert msg["prompt_tokens"] and msg["ttft_ms"] is not None and msg["completed_at"]
     assert msg["model"] == "fake-model" and msg["error"] is None and msg["stream_page"] is None
-    assert chunk_rows(db_path, reply_id) == []
-    assert query(db_path, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+    assert chunk_rows(database_url, reply_id) == []
+    assert query(database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
 
 # -- 5. the author leaves mid-reply ------------------------------------------------
@@ -608,15 +618,15 @@ def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
     # The server notices while the reply still runs: the author's stream is
     # detached (its page no longer named as the reply's streaming page).
     def detached_row():
-        row = message_row(live_server.db_path, reply_id)
+        row = message_row(live_server.database_url, reply_id)
         return row if row["stream_page"] is None else None
 
     detached = wait_until(detached_row, 3, message="the author's stream to be detached")
     assert detached["status"] == "streaming", "detached only at completion"
-    msg = wait_settled(live_server.db_path, reply_id, 8)
+    msg = wait_settled(live_server.database_url, reply_id, 8)
     assert msg["status"] == "complete" and msg["body"] == reply_text
     assert msg["completion_tokens"] == len(tokens)
-    assert chunk_rows(live_server.db_path, reply_id) == []
+    assert chunk_rows(live_server.database_url, reply_id) == []
     # The upstream request ran to its end: leaving did not cancel the reply.
     wait_until(lambda: live_server.llm.client_closed_early[-1] is not None, 3, message="upstream end")
     assert live_server.llm.client_closed_early == [False]
@@ -666,7 +676,7 @@ def test_observer_reconnect_converges(live_server, sockets):
         had_text = "".join(html.unescape(t) for t in before[1])
         assert reply_text.startswith(had_text)
         # Chunks get committed while he is away.
-        wait_until(lambda: len(chunk_rows(live_server.db_path, reply_id)) >= len(before[1]) + 2, 5,
+        wait_until(lambda: len(chunk_rows(live_server.database_url, reply_id)) >= len(before[1]) + 2, 5,
                    message="chunks committed while disconnected")
         second = sockets(bob.page, after=reply_id, streaming=[reply_id])
         snapshot = parse_upsert(second.wait_count(1)[0])
@@ -706,7 +716,7 @@ def test_observer_reconnect_converges(live_server, sockets):
 def test_bad_input_is_refused(live_server, sockets):
     alice = Browser(live_server)
     alice.load()
-    count = lambda: query(live_server.db_path, "SELECT count(*) AS n FROM message")[0]["n"]  # noqa: E731
+    count = lambda: query(live_server.database_url, "SELECT count(*) AS n FROM message")[0]["n"]  # noqa: E731
 
     # Empty (after cleaning) bodies: 400 with a readable message, htmx or not.
     for body in ["", "   \n\t  ", "\u200b\u200e \r\n"]:

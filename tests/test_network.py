@@ -185,7 +185,7 @@ def test_a_page_open_across_a_server_restart_ends_exact(tmp_path, fake_llm, peop
         first.proc.wait(15)
     finally:
         first.stop()
-    stored = query(first.db_path, "SELECT status, body FROM message WHERE role = 'assistant'")[0]
+    stored = query(first.database_url, "SELECT status, body FROM message WHERE role = 'assistant'")[0]
     assert stored == {"status": "complete", "body": "".join(tokens)}
     second = LiveServer(tmp_path, env, port=first.port).start()
     try:

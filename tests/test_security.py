@@ -47,14 +47,14 @@ def evil_site(live_server):
 
 def test_a_cross_site_post_creates_nothing(live_server, people, evil_site):
     victim = people(live_server).open()  # has a session with the app
-    before = query(live_server.db_path, "SELECT count(*) AS n FROM message")[0]["n"]
+    before = query(live_server.database_url, "SELECT count(*) AS n FROM message")[0]["n"]
     tab = victim.context.new_page()
     with tab.expect_response(lambda r: r.url.endswith("/messages")) as info:
         tab.goto(evil_site)
     assert info.value.status == 403
     assert "did not come from this site" in info.value.text()
     tab.close()
-    assert query(live_server.db_path, "SELECT count(*) AS n FROM message")[0]["n"] == before
+    assert query(live_server.database_url, "SELECT count(*) AS n FROM message")[0]["n"] == before
     assert live_server.llm.requests == []
 
 
@@ -118,13 +118,13 @@ def test_overall_reply_cap_and_token_cap(tmp_path, fake_llm):
                 pass
         assert fake_llm.requests[0]["max_tokens"] == 77
         assert len(fake_llm.requests) == 1
-        assert query(server.db_path, "SELECT count(*) AS n FROM message WHERE body = '@gpt two'")[0]["n"] == 0
+        assert query(server.database_url, "SELECT count(*) AS n FROM message WHERE body = '@gpt two'")[0]["n"] == 0
     finally:
         server.stop()
 
 
 def test_several_workers_on_sqlite_refuse_to_start(tmp_path):
-    server = LiveServer(tmp_path, workers=2)
+    server = LiveServer(tmp_path, workers=2, backend="sqlite")
     with pytest.raises(RuntimeError) as failure:
         server.start()
     assert "Refusing to start 2 workers on SQLite" in str(failure.value)

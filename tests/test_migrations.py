@@ -1,0 +1,83 @@
+"""Schema migrations: numbered files in models/migrations, recorded in a table,
+applied on start and by the CLI, upgrading an existing database in place (on
+SQLite, and on PostgreSQL in the TEST_DATABASE=postgres pass)."""
+import os
+
+from conftest import close_pool
+from conftest import database_url
+
+from app import create_app
+from models import MIGRATIONS
+from models import Message
+from models import db
+from models import init_db
+from models import migration_runner
+from models import pending_migrations
+
+ALL = sorted(name[:-3] for name in os.listdir(MIGRATIONS) if name[0].isdigit() and name.endswith(".py"))
+
+
+def config(url):
+    return {"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": url, "SEED_DEMO": False,
+            "WATCHDOG_INTERVAL": 0, "RELAY_LISTEN": False}
+
+
+def test_the_migrations_are_numbered_in_order():
+    assert ALL[:2] == ["0001_initial", "0002_stop_requested"]
+    numbers = [int(name.split("_", 1)[0]) for name in ALL]
+    assert numbers == list(range(1, len(ALL) + 1))
+
+
+def test_a_database_from_before_migrations_upgrades_in_place(tmp_path):
+    url = database_url(tmp_path)
+    # The schema as the first release created it, with no migration history.
+    init_db(url)
+    runner = migration_runner()
+    with db.connection_context():
+        runner.up(target="0001_initial")
+        runner.History.drop_table()
+        db.execute_sql(
+            "INSERT INTO message (room, author, role, status, body, created_at) "
+            "VALUES ('main', 'Ann', 'user', 'complete', 'kept', '2026-01-01 00:00:00')"
+        )
+        assert "stop_requested" not in [c.name for c in db.get_columns("message")]
+    close_pool()
+
+    app = create_app(config(url))
+    try:
+        with app.app_context(), db.connection_context():
+            assert "stop_requested" in [c.name for c in db.get_columns("message")]
+            message = Message.get()
+            assert (message.body, message.stop_requested) == ("kept", False)
+            assert [m.name for m in migration_runner().status() if m.applied] == ALL
+            assert pending_migrations() == []
+        result = app.test_cli_runner().invoke(args=["migrate"])
+        assert result.exit_code == 0, result.output
+        assert "Schema up to date: {}.".format(", ".join(ALL)) in result.output
+    finally:
+        close_pool()
+
+
+def test_migrating_again_changes_nothing(tmp_path):
+    url = database_url(tmp_path)
+    app = create_app(config(url))
+    try:
+        with app.app_context(), db.connection_context():
+            Message.create(room="main", author="Bo", role="user", body="hello")
+            before = {c.name for c in db.get_columns("message")}
+            History = migration_runner().History
+            history = list(History.select().order_by(History.name))
+        again = create_app(config(url))
+        with again.app_context(), db.connection_context():
+            assert {c.name for c in db.get_columns("message")} == before
+            runner = migration_runner()
+            assert [(h.name, h.applied) for h in runner.History.select().order_by(runner.History.name)] == [
+                (h.name, h.applied) for h in history
+            ]
+            assert Message.select().count() == 1
+        # A pending migration is reported as such before it runs.
+        with db.connection_context():
+            runner.History.delete().where(runner.History.name == ALL[-1]).execute()
+        assert pending_migrations() == [ALL[-1]]
+    finally:
+        close_pool()

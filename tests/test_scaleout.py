@@ -1,0 +1,289 @@
+"""Several processes, one conversation, on PostgreSQL: two app servers on two
+ports sharing one database, gunicorn with two workers, and the cross-process
+relay (LISTEN/NOTIFY) losing its connection or the whole database restarting
+mid-reply. Every page must end exact.
+
+These run in the PostgreSQL pass of ``scripts/test.sh`` (``TEST_DATABASE=postgres``).
+"""
+import html
+import time
+
+import psycopg
+import pytest
+
+from conftest import BACKEND
+from conftest import LiveServer
+from conftest import postgres_server
+from test_faults_llm import control
+from test_faults_llm import wait_article
+from test_integration import Browser
+from test_integration import SSEReader
+from test_integration import Socket
+from test_integration import chunks_of
+from test_integration import message_row
+from test_integration import parse_append
+from test_integration import parse_upsert
+from test_integration import query
+from test_integration import slow_tokens
+from test_integration import wait_settled
+from test_integration import wait_until
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "postgres", reason="PostgreSQL only: runs in scripts/test.sh's TEST_DATABASE=postgres pass"
+)
+
+
+@pytest.fixture
+def servers(tmp_path, fake_llm):
+    """``start(workers=1)`` app servers on their own ports, all on this test's database."""
+    started = []
+
+    def start(workers=1, **env):
+        settings = {
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": fake_llm.base_url,
+            "OPENAI_MODEL": "fake-model",
+        }
+        settings.update(env)
+        server = LiveServer(tmp_path, settings, workers=workers, backend="postgres").start()
+        server.llm = fake_llm
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def ws_open():
+    opened = []
+
+    def open_socket(server, page, **kwargs):
+        sock = Socket(server, page, **kwargs)
+        opened.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in opened:
+        sock.close()
+
+
+def listeners(server):
+    """The relay listeners connected to ``server``'s database (one per process)."""
+    name = server.database_url.rsplit("/", 1)[1]
+    return query(
+        postgres_server().url(),
+        "SELECT pid FROM pg_stat_activity WHERE datname = ? AND application_name = 'chat-listener'",
+        (name,),
+    )
+
+
+def observe(ws_open, server, author, watcher):
+    """A subscribed socket for ``watcher``'s page on ``server`` (``author`` has
+    posted first, so the snapshot frame proves the subscription)."""
+    watcher.load()
+    sock = ws_open(server, watcher.page, after=0)
+    sock.wait_count(1)
+    return sock
+
+
+def replay(frames, reply_id):
+    """What a page shows of ``reply_id`` after applying ``frames`` in order, as
+    (status, body html): articles replace the whole message, appends add to it."""
+    status, body = None, None
+    for data in frames:
+        append = parse_append(data)
+        if append:
+            if append[0] == reply_id and body is not None:
+                body += append[1]
+            continue
+        for article in parse_upsert(data):
+            if article["id"] == reply_id:
+                status, body = article["status"], article["body_html"]
+    return status, body
+
+
+def assert_sentences(appends, tokens):
+    """Sentence-level growth: one append per committed chunk, in order. The last
+    may be missing on another process: when the reply settles before that
+    process re-reads the chunk, the final article carries it instead."""
+    chunks = chunks_of(tokens)
+    assert appends == chunks[: len(appends)] and len(appends) >= len(chunks) - 1, appends
+
+
+def final_body(sock, reply_id, timeout=15):
+    article = wait_article(sock, reply_id, "complete", timeout)
+    return article["body_html"]
+
+
+def stream_all(browser, text):
+    """Post over SSE on ``browser``'s server and read the whole stream."""
+    with browser.stream(text) as response:
+        reply_id = int(response.headers["X-Reply-Id"])
+        events = list(SSEReader(response))
+    return reply_id, events
+
+
+def fresh_body(server, reply_id):
+    """The reply's body as a fresh page load on ``server`` renders it."""
+    page = Browser(server).load()
+    marker = 'id="message-{}-body">'.format(reply_id)
+    start = page.index(marker) + len(marker)
+    return page[start:page.index("</div>", start)]
+
+
+# -- two processes, one database ---------------------------------------------------
+
+
+def test_observer_on_another_process_sees_every_sentence(servers, ws_open):
+    a, b = servers(), servers()
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice, bob = Browser(a), Browser(b)
+    alice.load()
+    alice.say("hi all")
+    observer = observe(ws_open, b, alice, bob)
+
+    tokens = slow_tokens(5)
+    a.llm.enqueue(tokens, delay=0.05)
+    reply_id, events = stream_all(alice, "@gpt five sentences please")
+    assert "".join(html.unescape(e["data"]) for e in events if e["event"] is None and "<" not in e["data"])
+
+    body = final_body(observer, reply_id)
+    frames = observer.frames[1:]
+    # The question and the empty reply, one append per committed sentence, the final.
+    appends = [html.unescape(parse_append(f)[1]) for f in frames if parse_append(f)]
+    assert_sentences(appends, tokens)
+    status, replayed = replay(frames, reply_id)
+    assert status == "complete" and replayed == body
+    row = message_row(b.database_url, reply_id)
+    assert row["status"] == "complete" and row["body"] == "".join(tokens)
+    assert fresh_body(b, reply_id) == body == fresh_body(a, reply_id)
+
+
+def test_stop_posted_to_the_other_process_stops_the_reply(servers, ws_open):
+    a, b = servers(), servers()
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice, carol = Browser(a), Browser(b)
+    alice.load()
+    alice.say("hi all")
+    observer = observe(ws_open, b, alice, carol)
+    a.llm.enqueue(slow_tokens(20), delay=0.1)  # about 6 s if nobody stops it
+
+    with alice.stream("@gpt a long answer") as response:
+        reply_id = int(response.headers["X-Reply-Id"])
+        reader = SSEReader(response)
+        tokens = 0
+        while tokens < 5:
+            event = reader.next()
+            assert event is not None
+            tokens += event["event"] is None and "<" not in event["data"]
+        # Alice's session, but the request goes to the process that does not run it.
+        alice.server = b
+        stopped_at = time.monotonic()
+        assert control(alice, reply_id, "stop").status == 204
+        alice.server = a
+        rest = list(reader)
+    assert time.monotonic() - stopped_at < 2, "the running process stopped it at once"
+    final = [a for e in rest if e["event"] is None and e["data"].startswith("<hx-upsert") for a in parse_upsert(e["data"])]
+    assert [(f["id"], f["status"]) for f in final] == [(reply_id, "stopped")]
+
+    row = wait_settled(a.database_url, reply_id, 5)
+    assert row["status"] == "stopped" and row["stop_requested"] is True
+    assert 0 < len(row["body"]) < len("".join(slow_tokens(20)))
+    assert query(a.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
+    seen = wait_article(observer, reply_id, "stopped")
+    assert seen["body_html"].strip() == final[0]["body_html"].strip()
+
+
+def test_stop_of_a_reply_whose_process_died_settles_it(servers, ws_open):
+    a = servers(REMOTE_STOP_WAIT="0.5")
+    alice = Browser(a)
+    alice.load()
+    # A reply another process was generating when it died: streaming, a chunk, no process.
+    url = a.database_url
+    alice.say("hi")
+    with psycopg.connect(url, autocommit=True) as conn:
+        key = conn.execute("SELECT session_key FROM message ORDER BY id DESC LIMIT 1").fetchone()[0]
+        reply_id = conn.execute(
+            "INSERT INTO message (room, author, role, session_key, status, body, created_at, active_at,"
+            " claimed_by, stop_requested) VALUES ('main', 'gpt', 'assistant', %s, 'streaming', '', now(), now(),"
+            " 'gone:1:abc', false) RETURNING id",
+            (key,),
+        ).fetchone()[0]
+        conn.execute("INSERT INTO chunk (message_id, seq, text, created_at) VALUES (%s, 1, 'Kept. ', now())", (reply_id,))
+    assert control(alice, reply_id, "stop").status == 204
+    row = message_row(url, reply_id)
+    assert row["status"] == "stopped" and row["body"] == "Kept. "
+
+
+def test_two_gunicorn_workers_serve_one_conversation(servers, ws_open):
+    server = servers(workers=2)
+    wait_until(lambda: len(listeners(server)) == 2, 15, message="a listener per worker")
+    alice = Browser(server)
+    alice.load()
+    alice.say("hi all")
+    observers = [observe(ws_open, server, alice, Browser(server)) for _ in range(6)]
+    tokens = slow_tokens(4)
+    server.llm.enqueue(tokens, delay=0.03)
+    reply_id, events = stream_all(alice, "@gpt hello workers")
+    bodies = {final_body(sock, reply_id) for sock in observers}
+    assert len(bodies) == 1
+    body = bodies.pop()
+    for sock in observers:
+        assert replay(sock.frames[1:], reply_id) == ("complete", body)
+        appends = [html.unescape(parse_append(f)[1]) for f in sock.frames if parse_append(f)]
+        assert_sentences(appends, tokens)
+    assert message_row(server.database_url, reply_id)["body"] == "".join(tokens)
+
+
+# -- the relay's connection and the database itself fail mid-reply -----------------
+
+
+def test_listener_connection_killed_mid_reply(servers, ws_open):
+    a, b = servers(), servers()
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice, bob = Browser(a), Browser(b)
+    alice.load()
+    alice.say("hi all")
+    observer = observe(ws_open, b, alice, bob)
+    tokens = slow_tokens(8)
+    a.llm.enqueue(tokens, delay=0.1)
+
+    with alice.stream("@gpt eight sentences") as response:
+        reply_id = int(response.headers["X-Reply-Id"])
+        observer.wait_frames(lambda f: sum(1 for x in f if parse_append(x)) >= 2, 10, "two appends")
+        killed = postgres_server().terminate(a.database_url, application_name="chat-listener")
+        assert killed == 2
+        events = list(SSEReader(response))
+    body = final_body(observer, reply_id)
+    assert replay(observer.frames[1:], reply_id) == ("complete", body)
+    assert message_row(a.database_url, reply_id)["body"] == "".join(tokens)
+    assert fresh_body(b, reply_id) == body
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both listeners back")
+    assert events[-1]["data"].startswith("<hx-upsert")
+
+
+def test_database_restart_mid_reply(servers, ws_open):
+    a, b = servers(), servers()
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice, bob = Browser(a), Browser(b)
+    alice.load()
+    alice.say("hi all")
+    observer = observe(ws_open, b, alice, bob)
+    tokens = slow_tokens(10)
+    a.llm.enqueue(tokens, delay=0.1)
+
+    with alice.stream("@gpt ten sentences") as response:
+        reply_id = int(response.headers["X-Reply-Id"])
+        observer.wait_frames(lambda f: sum(1 for x in f if parse_append(x)) >= 2, 10, "two appends")
+        postgres_server().restart()
+        events = list(SSEReader(response))
+    final = [x for e in events if e["data"].startswith("<hx-upsert") for x in parse_upsert(e["data"])]
+    assert [(f["id"], f["status"]) for f in final][-1] == (reply_id, "complete")
+    body = final_body(observer, reply_id, timeout=30)
+    assert replay(observer.frames[1:], reply_id) == ("complete", body)
+    row = wait_settled(a.database_url, reply_id, 10)
+    assert row["status"] == "complete" and row["body"] == "".join(tokens)
+    assert final[-1]["body_html"] == body == fresh_body(b, reply_id)
+    wait_until(lambda: len(listeners(a)) == 2, 15, message="both listeners back")
