@@ -139,7 +139,7 @@ class Relay:
     def dispatch(self, payload):
         """Replay one announcement from another process on the local hub."""
         try:
-            origin, kind, message_id, seq, page = payload.split(" ")
+            origin, kind, message_id, seq, page = payload.split(" ", 4)
             message_id, seq = int(message_id), int(seq)
         except ValueError:
             log.warning("relay: ignoring a malformed announcement %r", payload[:200])

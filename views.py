@@ -43,6 +43,7 @@ bp = Blueprint("chat", __name__)
 
 DEFAULT_ROOM = "lobby"
 _MENTION = re.compile(r"(?<![\w@])@gpt\b", re.IGNORECASE)
+PAGE_ID = re.compile(r"[0-9a-f]{1,32}")
 _faker = None
 
 
@@ -68,6 +69,11 @@ def session_key():
     if sid is None:
         sid = session["sid"] = secrets.token_hex(16)
     return hashlib.sha256(sid.encode()).hexdigest()[:24]
+
+
+def page_id(value):
+    """A page's id as pages send it (hex, as ``render_page`` makes it), or None."""
+    return value if value and PAGE_ID.fullmatch(value) else None
 
 
 def clean_body(raw, max_length):
@@ -150,7 +156,7 @@ def post_message():
         return render_page(draft=request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2], error=exc.text, status=exc.status)
 
     room = DEFAULT_ROOM
-    page = request.form.get("page", "")[:32] or None
+    page = page_id(request.form.get("page"))
     streams = is_htmx and "text/event-stream" in request.headers.get("Accept", "")
     # Only a page that reads the response itself skips the socket's copy.
     own_page = page if is_htmx else None
@@ -325,7 +331,7 @@ def socket_route(ws):
         ws.close(1008, "origin not allowed")
         return
     args = request.args
-    page = args.get("page", "")[:32] or None
+    page = page_id(args.get("page"))
     after = int(args["after"]) if args.get("after", "").isdigit() else 0
     PageSocket(
         ws,

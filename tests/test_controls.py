@@ -39,7 +39,7 @@ def page(client):
 
 
 def ask(client, token, body="@gpt go", headers=STREAM):
-    return client.post("/messages", data={"body": body, "page": "p1", "csrf_token": token}, headers=headers)
+    return client.post("/messages", data={"body": body, "page": "ee01", "csrf_token": token}, headers=headers)
 
 
 def wait_for(predicate, timeout=5.0):

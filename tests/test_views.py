@@ -18,7 +18,7 @@ def open_page(client):
     return html, csrf_from(html)
 
 
-def post(client, token, body, headers=None, page="pageA"):
+def post(client, token, body, headers=None, page="aa01"):
     return client.post(
         "/messages",
         data={"body": body, "page": page, "csrf_token": token},
@@ -248,3 +248,15 @@ def test_fanout_modes_for_the_benchmark(client, app, provider, mode, appends, ar
     assert kinds.count("article") == articles
     if mode == "whole-per-token":
         assert sum("hx-upsert" in e for e in events) == 6, "the asker too gets the whole message per token"
+
+
+
+@pytest.mark.parametrize("page, expected", [("ab12", "ab12"), ("a b", None), ("x" * 40, None)])
+def test_only_a_hex_page_id_is_taken(client, app, page, expected):
+    """The page id names whose socket skips its own messages (and travels to
+    other processes): anything but the hex ids pages are given is dropped."""
+    _, token = open_page(client)
+    sub = app.extensions["chat"]["hub"].subscribe("lobby")
+    assert post(client, token, "hello", HTMX, page=page).status_code == 200
+    event = sub.queue.get(timeout=2)
+    assert event.kind == "article" and event.page == expected
