@@ -27,7 +27,7 @@ from models import db
 from models import utcnow
 from providers import StreamCut
 from providers import build_context
-from rendering import append_fragment
+from rendering import chunk_fragment
 from rendering import render_message
 from rendering import upsert
 
@@ -53,7 +53,9 @@ class Generation:
         self.tokens = Queue()  # provider tokens, or a _STOP / _INTERRUPT request
 
     def listen(self):
-        """A queue of ("tok", text) items ending with ("final", html)."""
+        """A queue of ("tok", text) items ending with ("final", html, flip, body):
+        the whole final article, and (when ``body`` is the text the stream
+        carried) the article with its body left in place."""
         queue = Queue()
         self.listeners.append(queue)
         return queue
@@ -137,7 +139,7 @@ class Generator:
             log.exception("reply %s crashed", reply.id)
             # End the author's stream; its page then follows the reply over its
             # socket, and the watchdog settles the stored reply.
-            generation.emit(("final", ""))
+            generation.emit(("final", "", None, None))
         finally:
             generation.finished = True
             self.running.pop(reply.id, None)
@@ -147,6 +149,7 @@ class Generator:
         reply.model = getattr(self.provider, "model", None)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
+        committed = []  # the text of every chunk committed so far
         seq = 0
         started = time.monotonic()
         ttft = None
@@ -167,13 +170,14 @@ class Generator:
             seq += 1
             with db.atomic():
                 Chunk.create(message=reply.id, seq=seq, text=text)
+            before = "".join(committed)
+            committed.append(text)
             last_write = time.monotonic()
             if whole:
                 publish_whole(seq)
             else:
-                self.hub.publish(
-                    Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
-                )
+                html = chunk_fragment(reply.id, before, text)
+                self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
 
         try:
             # The request itself runs in the reader too, so a stop is heard
@@ -201,7 +205,7 @@ class Generator:
                     upstream.close()
                     commit(chunker.flush())
                     status = STOPPED if item is _STOP else INTERRUPTED
-                    self._finish(generation, reply, status, "".join(parts), ttft, upstream.usage)
+                    self._finish(generation, reply, status, "".join(parts), ttft, upstream.usage, committed)
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -219,15 +223,22 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
-            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage)
+            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage, committed)
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)
             upstream.close()
             commit(chunker.flush())
-            self._finish(generation, reply, FAILED, "".join(parts), ttft, {}, error=describe_error(exc))
+            self._finish(
+                generation, reply, FAILED, "".join(parts), ttft, {}, committed, error=describe_error(exc)
+            )
 
-    def _finish(self, generation, reply, status, body, ttft, usage, error=None):
-        """Write the whole body once, drop the chunks, publish the final article."""
+    def _finish(self, generation, reply, status, body, ttft, usage, committed, error=None):
+        """Write the whole body once, drop the chunks, publish the final article.
+
+        Pages already show the body (drawn block by block from the chunks, or
+        the tokens), so when it is exactly the committed text they only get the
+        article's new status, controls and footer around the body they have.
+        """
         reply.status = status
         reply.body = body
         reply.completed_at = utcnow()
@@ -253,9 +264,14 @@ class Generator:
             # The watchdog already settled it (this process looked dead): show that.
             reply = Message.get_by_id(reply.id)
         html = upsert(render_message(reply))
+        flip = upsert(render_message(reply, keep_body=True)) if settled else None
         generation.finished = True
-        generation.emit(("final", html))
-        if settled:
+        generation.emit(("final", html, flip, reply.body))
+        if not settled:
+            return
+        if self.fanout == "append" and "".join(committed) == reply.body:
+            self.hub.publish(Event("settle", reply.room, reply.id, len(committed), flip, generation.page))
+        else:
             self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
 
 
