@@ -151,7 +151,9 @@ def _parse(src):
                     token.meta["closed"] = bool(
                         found and found.group(1)[0] == token.markup[0] and len(found.group(1)) >= len(token.markup)
                     )
-            html = sanitize(_md.renderer.render(part, _md.options, {}))
+            # No newline after the block: a dropped block must leave no text
+            # node behind (htmx deletes elements, not the text between them).
+            html = sanitize(_md.renderer.render(part, _md.options, {})).rstrip("\n")
             _block_html.put(source, html)
         spans.append((start, end, html))
     return spans

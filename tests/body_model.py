@@ -10,25 +10,26 @@ LAST = " > :last-child"
 NTH = re.compile(r" > :nth-child\(n\+(\d+)\)\Z")
 
 
-def element_ends(html):
-    """Offsets just past each top-level element of ``html`` (and its newline)."""
-    ends, depth = [], 0
+def elements(html):
+    """(start, end) of each top-level element of ``html``."""
+    spans, depth, start = [], 0, None
     for match in TAG_RE.finditer(html):
-        if match.group(2).lower() in VOID and depth == 0:
-            end = match.end()
-        elif match.group(1):
-            depth -= 1
-            if depth:
-                continue
-            end = match.end()
-        else:
-            if match.group(2).lower() not in VOID:
-                depth += 1
+        name = match.group(2).lower()
+        if depth == 0 and not match.group(1):
+            start = match.start()
+        if name in VOID and not match.group(1):
+            if depth == 0:
+                spans.append((start, match.end()))
             continue
-        if html[end:end + 1] == "\n":
-            end += 1
-        ends.append(end)
-    return ends
+        depth += -1 if match.group(1) else 1
+        if depth == 0:
+            spans.append((start, match.end()))
+    return spans
+
+
+def element_ends(html):
+    """Offsets just past each top-level element of ``html``."""
+    return [end for _, end in elements(html)]
 
 
 class Body:
@@ -56,9 +57,10 @@ class Body:
             assert selector.startswith(self.selector), selector
             path = selector[len(self.selector):]
             if style == "delete":
+                # htmx removes the elements; text between them stays.
                 keep = int(NTH.match(path).group(1)) - 1
-                ends = element_ends(self.html)
-                self.html = self.html[: ends[keep - 1]] if keep else ""
+                for start, end in reversed(elements(self.html)[keep:]):
+                    self.html = self.html[:start] + self.html[end:]
             else:
                 assert style == "beforeend", style
                 depth = path.count(LAST)

@@ -168,7 +168,7 @@ def test_finished_blocks_are_sent_once():
 
 def test_an_unterminated_fence_renders_as_code_then_highlighted_when_closed():
     open_html = str(render_markdown("```python\ndef f():\n    return 1"))
-    assert open_html == '<pre><code class="language-python">def f():\n    return 1</code></pre>\n'
+    assert open_html == '<pre><code class="language-python">def f():\n    return 1</code></pre>'
     closed = str(render_markdown("```python\ndef f():\n    return 1\n```"))
     assert '<span class="k">def</span>' in closed and closed.startswith('<pre><code class="language-python">')
     # An open code block grows line by line in place.

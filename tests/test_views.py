@@ -93,7 +93,7 @@ def test_gpt_message_streams_tokens_then_the_final_article(client, app, provider
     # that body in place and only changes the article around it.
     body = Body(reply_id)
     apply_author_stream(body, drawing)
-    assert body.html == "<p>Sure.</p>\n<ul>\n<li>a</li>\n<li>&lt;b&gt; done.</li>\n</ul>\n"
+    assert body.html == "<p>Sure.</p><ul>\n<li>a</li>\n<li>&lt;b&gt; done.</li>\n</ul>"
     assert all(data.strip() for _, data in drawing), "no whitespace-only swaps"
     assert 'data-status="complete"' in final and "done." not in final
     assert 'id="message-{}-body" hx-preserve></div>'.format(reply_id) in final
