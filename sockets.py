@@ -138,10 +138,10 @@ class PageSocket:
             self.delivered[event.message_id] = event.seq
             self._send(event.html)
         elif event.kind == "settle":
-            if have is not None and have >= FINAL:
-                return
             if have != event.seq:
-                self.resync(event.message_id)  # its body is not the final one: send it all
+                # Its body is not the final one (chunks missed, or a retried
+                # reply this page still shows settled): send it all.
+                self.resync(event.message_id)
                 return
             self.delivered[event.message_id] = FINAL
             self._send(event.html)
