@@ -145,7 +145,9 @@ def test_settle_keeps_the_body_of_pages_that_have_every_chunk(room):
     sock.handle(settled)
     assert ws.sent == ["<status flip>"] and sock.delivered[reply.id] == FINAL
     sock.handle(settled)
-    assert len(ws.sent) == 1, "once settled, nothing more"
+    assert len(ws.sent) == 2 and "<p>One. Two.</p>" in ws.sent[1], (
+        "a settle the page cannot match (a retried reply it shows settled) re-sends the article"
+    )
     behind = RecordingSocket()
     sock = PageSocket(behind, Hub(), "lobby", "pageC")
     sock.delivered[reply.id] = 1
