@@ -30,7 +30,7 @@ from models import db
 from models import utcnow
 from providers import StreamCut
 from providers import build_context
-from rendering import append_fragment
+from rendering import chunk_fragment
 from rendering import render_message
 from rendering import upsert
 
@@ -56,7 +56,9 @@ class Generation:
         self.tokens = Queue()  # provider tokens, or a _STOP / _INTERRUPT request
 
     def listen(self):
-        """A queue of ("tok", text) items ending with ("final", html)."""
+        """A queue of ("tok", text) items ending with ("final", html, flip, body):
+        the whole final article, and (when ``body`` is the text the stream
+        carried) the article with its body left in place."""
         queue = Queue()
         self.listeners.append(queue)
         return queue
@@ -143,7 +145,7 @@ class Generator:
             log.exception("reply %s crashed", reply.id)
             # End the author's stream; its page then follows the reply over its
             # socket, and the watchdog settles the stored reply.
-            generation.emit(("final", ""))
+            generation.emit(("final", "", None, None))
         finally:
             generation.finished = True
             self.running.pop(reply.id, None)
@@ -158,6 +160,7 @@ class Generator:
         reply.model = getattr(self.provider, "model", None)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
+        committed = []  # the text of every chunk committed so far
         seq = 0
         started = time.monotonic()
         ttft = None
@@ -183,13 +186,14 @@ class Generator:
                 self.relay.announce("article" if whole else "append", reply.id, seq, generation.page)
 
             self._write(insert)
+            before = "".join(committed)
+            committed.append(text)
             last_write = time.monotonic()
             if whole:
                 publish_whole(seq)
             else:
-                self.hub.publish(
-                    Event("append", reply.room, reply.id, seq, append_fragment(reply.id, text), generation.page)
-                )
+                html = chunk_fragment(reply.id, before, text)
+                self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
 
         try:
             # The request itself runs in the reader too, so a stop is heard
@@ -217,7 +221,7 @@ class Generator:
                     upstream.close()
                     commit(chunker.flush())
                     status = STOPPED if item is _STOP else INTERRUPTED
-                    self._finish(generation, reply, status, "".join(parts), ttft, upstream.usage)
+                    self._finish(generation, reply, status, "".join(parts), ttft, upstream.usage, committed)
                     return
                 if isinstance(item, BaseException):
                     raise item
@@ -239,12 +243,14 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
-            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage)
+            self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage, committed)
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)
             upstream.close()
             commit(chunker.flush())
-            self._finish(generation, reply, FAILED, "".join(parts), ttft, {}, error=describe_error(exc))
+            self._finish(
+                generation, reply, FAILED, "".join(parts), ttft, {}, committed, error=describe_error(exc)
+            )
 
     def _write(self, work):
         """``work()`` in its own short transaction on a pooled connection,
@@ -269,8 +275,13 @@ class Generator:
                 gevent.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _finish(self, generation, reply, status, body, ttft, usage, error=None):
-        """Write the whole body once, drop the chunks, publish the final article."""
+    def _finish(self, generation, reply, status, body, ttft, usage, committed, error=None):
+        """Write the whole body once, drop the chunks, publish the final article.
+
+        Pages already show the body (drawn block by block from the chunks, or
+        the tokens), so when it is exactly the committed text they only get the
+        article's new status, controls and footer around the body they have.
+        """
         reply.status = status
         reply.body = body
         reply.completed_at = utcnow()
@@ -278,6 +289,9 @@ class Generator:
         reply.prompt_tokens = usage.get("prompt_tokens")
         reply.completion_tokens = usage.get("completion_tokens")
         reply.error = error
+
+        # Pages that have every chunk keep the body they show.
+        flips = self.fanout == "append" and "".join(committed) == body
 
         def settle():
             nonlocal reply
@@ -296,7 +310,10 @@ class Generator:
             ).execute()
             if settled:
                 Chunk.delete().where(Chunk.message == reply.id).execute()
-                self.relay.announce("article", reply.id, FINAL, generation.page)
+                if flips:
+                    self.relay.announce("settle", reply.id, len(committed), generation.page)
+                else:
+                    self.relay.announce("article", reply.id, FINAL, generation.page)
             else:
                 # Settled elsewhere (a Stop from another process, or the watchdog
                 # that took this process for dead): show that, and drop chunks
@@ -308,9 +325,14 @@ class Generator:
 
         settled = self._write(settle)
         html = upsert(render_message(reply))
+        flip = upsert(render_message(reply, keep_body=True)) if settled else None
         generation.finished = True
-        generation.emit(("final", html))
-        if settled:
+        generation.emit(("final", html, flip, reply.body))
+        if not settled:
+            return
+        if flips:
+            self.hub.publish(Event("settle", reply.room, reply.id, len(committed), flip, generation.page))
+        else:
             self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
 
 

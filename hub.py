@@ -28,11 +28,14 @@ RESYNC = object()
 class Event:
     """Something every page of a room must apply.
 
-    kind: "article" (insert or replace a whole message), "append" (add one
-    committed chunk to a reply's body) or "detach" (the author's stream of a
-    reply ended early; that page must now follow the reply like an observer).
+    kind: "article" (insert or replace a whole message), "append" (apply one
+    committed chunk to a reply's body), "settle" (the reply is finished and its
+    body is exactly its committed chunks: ``html`` replaces the article around
+    the body a page already shows) or "detach" (the author's stream of a reply
+    ended early; that page must now follow the reply like an observer).
     seq: for "append", the chunk's number; for "article", how many chunks the
-    rendered body includes (``FINAL`` once the message is settled).
+    rendered body includes (``FINAL`` once the message is settled); for
+    "settle", how many chunks the final body is made of.
     page: the page that receives this message through its own response; its
     sockets skip the event.
     """

@@ -6,42 +6,18 @@ only wrap its output for the way it travels.
 """
 import hashlib
 
-import nh3
 from flask import render_template
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 from markupsafe import escape
 
-# Raw HTML in the model's output is never passed through as markup.
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-_md.enable(["table", "strikethrough"])
-
-_ALLOWED_TAGS = {
-    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
-    "hr", "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead",
-    "tr", "ul",
-}
-_ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "code": {"class"},
-    "ol": {"start"},
-    "td": {"style"},
-    "th": {"style"},
-}
+import blocks
 
 
 def render_markdown(text):
-    """Markdown to sanitized HTML: no raw HTML, only http(s)/mailto links."""
-    html = _md.render(text or "")
-    clean = nh3.clean(
-        html,
-        tags=_ALLOWED_TAGS,
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="nofollow noopener noreferrer",
-        filter_style_properties={"text-align"},
-    )
-    return Markup(clean)
+    """Markdown to sanitized HTML: no raw HTML, only http(s)/mailto links, code
+    highlighted. Drawn block by block (``blocks.py``), the same way whether the
+    message is finished or still streaming."""
+    return Markup(blocks.render(text))
 
 
 def name_hue(name):
@@ -49,14 +25,18 @@ def name_hue(name):
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:2], "big") % 360
 
 
-def render_message(message, body_text=None, me=None):
+def render_message(message, body_text=None, me=None, keep_body=False):
     """The article for one message via the shared partial.
 
     ``body_text`` is the committed text of a streaming reply (defaults to the
-    stored body).
+    stored body). With ``keep_body`` the body is an empty placeholder that
+    htmx replaces with the body the page already shows (``hx-preserve``): the
+    article's status, controls and footer change, the body is not sent again.
     """
     text = message.body if body_text is None else body_text
-    return Markup(render_template("_message.html", message=message, body_text=text, me=me))
+    return Markup(
+        render_template("_message.html", message=message, body_text=text, me=me, keep_body=keep_body)
+    )
 
 
 def upsert(*articles):
@@ -66,8 +46,64 @@ def upsert(*articles):
     )
 
 
+def body_selector(message_id):
+    return "#message-{}-body".format(message_id)
+
+
+def _target(message_id, depth):
+    """The body, or the last element ``depth`` levels down its last block.
+    (Spaces around ">" keep htmx's "style:selector" split off the selector's
+    own colons.)"""
+    return body_selector(message_id) + " > :last-child" * depth
+
+
+def _oob(swap, selector, html, tag="i"):
+    return '<{0} hx-swap-oob="{1}:{2}">{3}</{0}>'.format(tag, swap, selector, html)
+
+
+# Table parts are dropped by the HTML parser outside a table (and so inside an
+# <i>); a <template> keeps them.
+_TABLE_PARTS = ("<tr", "<td", "<th", "<tbody", "<thead")
+
+
+def ops_fragment(message_id, ops):
+    """Out-of-band swaps that apply ``blocks.diff`` operations to a reply's body.
+
+    Never empty: with nothing to change it appends nothing (a chunk that only
+    closes a code fence, say), so every committed chunk still has its event.
+    """
+    parts = []
+    for op in ops:
+        if op[0] == "extend":
+            _, depth, html = op
+            tag = "template" if any(p in html for p in _TABLE_PARTS) else "i"
+            parts.append(_oob("beforeend", _target(message_id, depth), html, tag))
+        elif op[0] == "append":
+            parts.append(_oob("beforeend", body_selector(message_id), op[1], "template"))
+        elif op[0] == "drop":
+            selector = "{} > :nth-child(n+{})".format(body_selector(message_id), op[1] + 1)
+            parts.append(_oob("delete", selector, ""))
+    if not parts:
+        parts.append(_oob("beforeend", body_selector(message_id), ""))
+    return Markup("".join(parts))
+
+
+def chunk_fragment(message_id, text_before, chunk_text):
+    """What every observer of reply ``message_id`` receives for one committed
+    chunk: the operations that take a body drawn from ``text_before`` to one
+    drawn from ``text_before + chunk_text``.
+
+    A pure function of its arguments (caches aside), so any process can
+    rebuild it from the stored chunks.
+    """
+    before = blocks.blocks_of(text_before)
+    after = blocks.blocks_of(text_before + chunk_text, base=before)
+    return ops_fragment(message_id, blocks.diff(before.html, after.html))
+
+
 def append_fragment(message_id, text):
-    """Out-of-band append of a piece of escaped text to a reply's body."""
+    """Out-of-band append of a piece of escaped text to a reply's body (the
+    benchmark's baselines parse this shape; the app sends ``chunk_fragment``)."""
     return Markup('<i hx-swap-oob="beforeend:#message-{}-body">{}</i>').format(message_id, text)
 
 
@@ -81,3 +117,46 @@ def sse_event(data, event=None):
 def sse_text(text):
     """An escaped token fragment for the author's stream (lean: no wrapper)."""
     return sse_event(escape(text))
+
+
+class AuthorBody:
+    """What the author's page shows of its reply, and the events that move it on.
+
+    The page's stream swaps plain events ``beforeend`` into the element named
+    by its last ``reply-at`` event (a depth below the reply body, see
+    ``static/app.js``); most events are just the HTML added at the end of the
+    last paragraph, list item or code line. Anything else goes as out-of-band
+    swaps, the same ones observers get.
+    """
+
+    def __init__(self, message_id):
+        self.message_id = message_id
+        self.shown = blocks.blocks_of("")
+        self.depth = None  # where plain events land, once told to the page
+
+    def advance(self, text, final=False):
+        """Events that take the page to ``text``; '' while nothing visible changed.
+        Whitespace added at the end waits for visible text (htmx drops
+        whitespace-only swaps) unless ``final``, when it goes out of band."""
+        after = blocks.blocks_of(text, base=self.shown)
+        ops = blocks.diff(self.shown.html, after.html)
+        if not ops:
+            self.shown = after
+            return ""
+        if len(ops) == 1 and ops[0][0] == "extend":
+            _, depth, html = ops[0]
+            if html.strip():
+                self.shown = after
+                head = ""
+                if depth != self.depth:
+                    self.depth = depth
+                    head = sse_event(depth, event="reply-at")
+                return head + sse_event(html)
+            if not final:
+                return ""
+        self.shown = after
+        return sse_event(ops_fragment(self.message_id, ops))
+
+    def shows(self, text):
+        """True when the page shows ``text`` drawn in full."""
+        return self.shown.html == blocks.blocks_of(text, base=self.shown).html

@@ -5,7 +5,8 @@ the replies it shows as streaming, the replies it follows after losing its own
 stream); the server answers with one snapshot that makes the page converge,
 then forwards live events. Per socket it remembers how many chunks of each reply
 the page has, so appends are never applied twice or out of order: a gap is
-healed by re-sending the whole article.
+healed by re-sending the whole article. A finished reply whose page has every
+chunk only gets its article's new status around the body it already shows.
 """
 import json
 import logging
@@ -150,6 +151,14 @@ class PageSocket:
             if have == FINAL and event.seq == FINAL:
                 return  # settled already (the snapshot raced this event)
             self.delivered[event.message_id] = event.seq
+            self._send(event.html)
+        elif event.kind == "settle":
+            if have != event.seq:
+                # Its body is not the final one (chunks missed, or a retried
+                # reply this page still shows settled): send it all.
+                self.resync(event.message_id)
+                return
+            self.delivered[event.message_id] = FINAL
             self._send(event.html)
         elif event.kind == "append":
             if have is not None and event.seq <= have:

@@ -3,6 +3,7 @@ post-redirect-get without JavaScript) and the socket every page opens."""
 import hashlib
 import re
 import secrets
+import time
 import unicodedata
 from urllib.parse import parse_qsl
 
@@ -26,8 +27,8 @@ from models import STREAMING
 from models import Message
 from models import db
 from rendering import render_message
+from rendering import AuthorBody
 from rendering import sse_event
-from rendering import sse_text
 from relay import wait_settled
 from rendering import upsert
 from security import same_origin
@@ -193,7 +194,9 @@ def post_message():
         return redirect(url_for("chat.index", _anchor="message-{}".format(reply.id)), 303)
     queue = generation.listen()
     first = upsert(user_html, reply_html)
-    body = stream_reply(first, state["generator"], generation, queue, config["SSE_KEEPALIVE"])
+    body = stream_reply(
+        first, state["generator"], generation, queue, config["SSE_KEEPALIVE"], config["STREAM_FRAME_TIME"]
+    )
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
@@ -275,16 +278,23 @@ def composer_error(text, status):
     return response
 
 
-def stream_reply(first, generator, generation, queue, keepalive):
-    """The author's event stream: the two new articles at once, then the
-    reply's tokens as they come (coalesced per read), then the final article.
+def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
+    """The author's event stream: the two new articles at once, then the reply
+    drawn as it grows, then the final article.
+
+    Tokens that arrive within ``frame`` seconds of the last event wait for the
+    next one (fewer, fuller events); a token after a pause goes at once. When
+    the page already shows the final body, the last event leaves it in place
+    and only changes the article around it.
 
     Runs after the request context is gone: everything it needs is passed in.
     """
     finished = False
+    body = AuthorBody(generation.reply_id)
+    text = ""
+    last_sent = 0.0
     try:
         yield sse_event(first)
-        whitespace = ""
         held = None
         while True:
             if held is not None:
@@ -297,29 +307,36 @@ def stream_reply(first, generator, generation, queue, keepalive):
                         return  # the generation died without a last word
                     yield ": keep-alive\n\n"
                     continue
-            kind, payload = item
+            kind = item[0]
             if kind == "final":
                 finished = True
-                yield sse_event(payload)
+                _, html, flip, final_body = item
+                if flip is not None and final_body is not None:
+                    catch_up = body.advance(final_body, final=True)
+                    if body.shows(final_body):
+                        yield catch_up + sse_event(flip)
+                        return
+                yield sse_event(html)
                 return
             if kind == "whole":  # the benchmark's per-token baseline
-                yield sse_event(payload)
+                yield sse_event(item[1])
                 continue
-            text = whitespace + payload
-            while True:  # coalesce whatever else already arrived
+            text += item[1]
+            deadline = last_sent + frame
+            while True:  # coalesce what already arrived, or arrives within the frame
+                wait = deadline - time.monotonic()
                 try:
-                    nxt = queue.get_nowait()
+                    nxt = queue.get(timeout=wait) if wait > 0 else queue.get_nowait()
                 except Empty:
                     break
                 if nxt[0] != "tok":
                     held = nxt
                     break
                 text += nxt[1]
-            if text.strip():
-                whitespace = ""
-                yield sse_text(text)
-            else:
-                whitespace = text  # htmx drops whitespace-only swaps
+            events = body.advance(text)
+            if events:
+                last_sent = time.monotonic()
+                yield events
     finally:
         if not finished:
             generator.detach(generation, queue)

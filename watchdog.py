@@ -42,7 +42,7 @@ def last_activity(message):
 def settle(message, status, hub, relay):
     """Settle a reply nobody generates any more, keeping what was committed."""
     with db.atomic():
-        text, _ = message.committed()
+        text, seq = message.committed()
         settled = (
             Message.update(status=status, body=text, completed_at=utcnow(), stream_page=None)
             .where((Message.id == message.id) & (Message.status == STREAMING))
@@ -53,7 +53,12 @@ def settle(message, status, hub, relay):
             relay.announce("article", message.id, FINAL)
     if settled:
         message = Message.get_by_id(message.id)
-        hub.publish(Event("article", message.room, message.id, FINAL, upsert(render_message(message))))
+        if seq or not text:
+            # Pages that have every chunk keep their body; the others get it all.
+            flip = upsert(render_message(message, keep_body=True))
+            hub.publish(Event("settle", message.room, message.id, seq, flip))
+        else:  # a body written without chunks (the per-token baseline)
+            hub.publish(Event("article", message.room, message.id, FINAL, upsert(render_message(message))))
     return bool(settled)
 
 

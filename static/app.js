@@ -49,6 +49,7 @@
   // dispatched), so keep the request's ctx and retarget once the stream is
   // connected, before its first event is swapped.
   var contexts = new WeakMap(); // form -> ctx of its request in flight
+  var streams = new WeakMap();  // form -> {ctx, body} of its reply stream
   document.addEventListener("htmx:before:request", function (e) {
     contexts.set(e.detail.ctx.sourceElement, e.detail.ctx);
   });
@@ -59,7 +60,19 @@
     if (headers.get("HX-Retarget")) ctx.target = headers.get("HX-Retarget");
     if (headers.get("HX-Reswap")) ctx.swap = headers.get("HX-Reswap");
     if (headers.get("X-Reply-Id")) activeReply.set(e.target, headers.get("X-Reply-Id"));
+    if (headers.get("HX-Retarget")) streams.set(e.target, {ctx: ctx, body: headers.get("HX-Retarget")});
     if (e.target.id === "composer" && ctx.response.status < 300) composerSent(e.target);
+  });
+
+  // The reply is drawn block by block; most events only add to the end of its
+  // last paragraph, list item or code line. "reply-at" says how many levels
+  // below the reply body that element is (the last child at each level), and
+  // the stream's plain events go there from then on.
+  document.addEventListener("reply-at", function (e) {
+    var stream = streams.get(e.target);
+    var depth = parseInt(e.detail && e.detail.data, 10);
+    if (!stream || !(depth >= 0 && depth < 20)) return;
+    stream.ctx.target = stream.body + " > :last-child".repeat(depth);
   });
 
   // The author's stream ended: if its reply is still streaming, the stream

@@ -6,6 +6,7 @@ Everything is checked on the wire (the asker's SSE bytes, an observer's socket
 frames, HTTP statuses) and in the SQLite file the server writes.
 """
 import html
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +20,9 @@ from test_integration import SSEReader
 from test_integration import Socket
 from test_integration import message_row
 from test_integration import parse_append
+from body_model import Body
+from body_model import apply_author_stream
+from rendering import render_markdown
 from test_integration import parse_upsert
 from test_integration import query
 from test_integration import wait_settled
@@ -122,8 +126,16 @@ def notice(article_html):
 
 
 def tokens_text(events):
-    """The reply text carried by the token events of an author's stream."""
-    return "".join(html.unescape(e["data"]) for e in events)
+    """The reply body an author's stream draws (its events between the first
+    and the last), as HTML: compare with ``drawn(text)``."""
+    ids = re.findall(r"#message-(\d+)-body", "".join(e["data"] for e in events))
+    body = Body(int(ids[0]) if ids else 0)
+    apply_author_stream(body, [(e["event"] or "", e["data"]) for e in events])
+    return body.html
+
+
+def drawn(text):
+    return str(render_markdown(text))
 
 
 def count_messages(server):
@@ -247,11 +259,11 @@ def test_stream_cut_keeps_text_so_far(live_server, ws_open):
         reply_id = int(response.headers["X-Reply-Id"])
         events = list(SSEReader(response))
 
-    assert tokens_text(events[1:-1]) == kept
+    assert tokens_text(events[1:-1]) == drawn(kept)
     final = parse_upsert(events[-1]["data"])
     assert [(a["id"], a["status"]) for a in final] == [(reply_id, "failed")]
     assert notice(final[0]["html"]) == "The connection to the model broke mid-reply."
-    assert kept in html.unescape(final[0]["body_html"])
+    assert final[0]["keeps_body"], "the body the asker has is the final one"
     assert 'data-action="retry"' in final[0]["html"]
 
     row = wait_settled(live_server.database_url, reply_id, 5)
@@ -261,11 +273,14 @@ def test_stream_cut_keeps_text_so_far(live_server, ws_open):
     assert query(live_server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
     seen = wait_article(observer, reply_id, "failed")
-    assert html.unescape(seen["body_html"]).strip() == "<p>{}</p>".format(kept)
+    assert seen["keeps_body"]
     assert notice(seen["html"]) == "The connection to the model broke mid-reply."
-    # Only whole text ever reached the observer: appends joined are a prefix of it.
-    appended = "".join(html.unescape(a[1]) for a in map(parse_append, observer.frames[skip:]) if a)
-    assert kept.startswith(appended)
+    # The observer's appends drew exactly the text kept.
+    body = Body(reply_id)
+    for append in map(parse_append, observer.frames[skip:]):
+        if append:
+            body.apply_oob(append[1])
+    assert body.html == drawn(kept)
 
 
 # -- 4. Stop, then Retry -------------------------------------------------------------
@@ -319,12 +334,12 @@ def test_stop_then_retry(live_server, ws_open):
     assert row["status"] == "stopped" and row["error"] is None
     assert row["body"], "the text so far is kept"
     assert full.startswith(row["body"]) and len(row["body"]) < len(full)
-    assert row["body"] == streamed
+    assert drawn(row["body"]) == streamed
     assert query(live_server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
     seen = wait_article(observer, reply_id, "stopped")
     assert notice(seen["html"]) == "Stopped."
-    assert html.unescape(seen["body_html"]).startswith("<p>Part 1 goes on here.")
+    assert seen["keeps_body"]
 
     # Stopping again changes nothing; nobody else may retry.
     assert control(alice, reply_id, "stop").status == 204
@@ -348,7 +363,7 @@ def test_stop_then_retry(live_server, ws_open):
     assert llm.client_closed_early == [True, False]
 
     done = wait_article(observer, reply_id, "complete")
-    assert html.unescape(done["body_html"]).strip() == "<p>A fresh answer this time.</p>"
+    assert html.unescape(done["body_html"]).strip() == "<p>A fresh answer this time.</p>", "a retried reply is sent whole"
     assert notice(done["html"]) is None and 'data-action="retry"' not in done["html"]
 
 
@@ -364,7 +379,7 @@ def test_keepalive_comments_before_first_token(make_server):
 
     started = time.monotonic()
     keepalives = []  # (arrival time, events complete before it)
-    events, data = [], []
+    events, data, name, names = [], [], "", []
     with alice.stream("@gpt take your time") as response:
         reply_id = int(response.headers["X-Reply-Id"])
         while True:  # the raw lines, so comments are seen where they arrive
@@ -376,9 +391,12 @@ def test_keepalive_comments_before_first_token(make_server):
                 keepalives.append((time.monotonic() - started, len(events)))
             elif line.startswith("data: "):
                 data.append(line[len("data: "):])
+            elif line.startswith("event: "):
+                name = line[len("event: "):]
             elif line == "" and data:
                 events.append("\n".join(data))
-                data = []
+                names.append(name)
+                data, name = [], ""
             else:
                 assert line == "", "unexpected line {!r}".format(line)
     assert data == [], "the stream ended inside an event"
@@ -389,7 +407,8 @@ def test_keepalive_comments_before_first_token(make_server):
     assert before_first_token[0] < 1.5, "keep-alives arrive as they are sent, not when a buffer fills"
     assert 'data-status="streaming"' in events[0]
     assert 'data-status="complete"' in events[-1] and 'id="message-{}"'.format(reply_id) in events[-1]
-    assert "".join(html.unescape(e) for e in events[1:-1]) == "".join(tokens)
+    drawing = [{"event": n, "data": e} for n, e in zip(names[1:-1], events[1:-1])]
+    assert tokens_text(drawing) == drawn("".join(tokens))
     row = wait_settled(server.database_url, reply_id, 5)
     assert row["status"] == "complete" and row["body"] == "".join(tokens)
 
@@ -515,7 +534,7 @@ def test_second_ask_while_streaming_is_refused(live_server):
         assert count_messages(live_server) == before + 3
         events = list(reader)
     assert 'data-status="complete"' in events[-1]["data"]
-    assert tokens_text(events[:-1]) == "".join(tokens)
+    assert tokens_text(events[:-1]) == drawn("".join(tokens))
 
     # Once the reply is done, asking again works.
     wait_settled(live_server.database_url, reply_id, 5)

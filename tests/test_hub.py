@@ -7,7 +7,7 @@ from hub import Event
 from hub import Hub
 from models import Chunk
 from models import Message
-from rendering import append_fragment
+from rendering import chunk_fragment
 from sockets import PageSocket
 from sockets import parse_ids
 
@@ -86,7 +86,7 @@ def test_snapshot_sends_newer_messages_and_current_reply_text(room):
     snap = ws.sent[0]
     assert snap.startswith('<hx-upsert hx-target="#messages" sort>')
     assert 'id="message-{}"'.format(question.id) in snap
-    assert "One. Two. " in snap and 'data-status="streaming"' in snap
+    assert "<p>One. Two.</p>" in snap and 'data-status="streaming"' in snap
     assert 'id="message-{}"'.format(old.id) not in snap
     assert sock.delivered[reply.id] == 2
 
@@ -98,7 +98,7 @@ def test_snapshot_leaves_the_authors_own_stream_alone(room):
     assert ws.sent == [], "the author's page already has more than what is committed"
     ws = RecordingSocket()
     PageSocket(ws, Hub(), "lobby", "pageA", after=question.id, follow=[reply.id]).snapshot()
-    assert "One. " in ws.sent[0], "once it follows, it gets the committed text"
+    assert "<p>One.</p>" in ws.sent[0], "once it follows, it gets the committed text"
 
 
 def test_appends_are_sent_once_and_in_order_and_gaps_resync(room):
@@ -107,17 +107,17 @@ def test_appends_are_sent_once_and_in_order_and_gaps_resync(room):
     sock = PageSocket(ws, Hub(), "lobby", "pageB")
     sock.delivered[reply.id] = 1
 
-    def append(seq, text):
-        return Event("append", "lobby", reply.id, seq, append_fragment(reply.id, text))
+    def append(seq, before, text):
+        return Event("append", "lobby", reply.id, seq, chunk_fragment(reply.id, before, text))
 
-    sock.handle(append(1, "One. "))
+    sock.handle(append(1, "", "One. "))
     assert ws.sent == [], "already delivered"
-    sock.handle(append(2, "Two. "))
-    assert ws.sent == [append_fragment(reply.id, "Two. ")]
-    sock.handle(append(2, "Two. "))
+    sock.handle(append(2, "One. ", "Two. "))
+    assert ws.sent == [chunk_fragment(reply.id, "One. ", "Two. ")]
+    sock.handle(append(2, "One. ", "Two. "))
     assert len(ws.sent) == 1, "a duplicate is skipped"
-    sock.handle(Event("append", "lobby", reply.id, 4, append_fragment(reply.id, "Four. ")))
-    assert len(ws.sent) == 2 and "One. Two. Three. " in ws.sent[1], "a gap resyncs the article"
+    sock.handle(append(4, "One. Two. Three. ", "Four. "))
+    assert len(ws.sent) == 2 and "<p>One. Two. Three.</p>" in ws.sent[1], "a gap resyncs the article"
     assert sock.delivered[reply.id] == 3
 
 
@@ -134,6 +134,27 @@ def test_stale_articles_are_skipped_and_final_ones_always_sent(room):
     assert ws.sent == ["<final>"], "nothing appends to a settled message"
 
 
+def test_settle_keeps_the_body_of_pages_that_have_every_chunk(room):
+    """A finished reply's pages get only its new status around the body they
+    show; a page that misses chunks gets the whole article instead."""
+    _, reply = make_reply(["One. ", "Two. "])
+    settled = Event("settle", "lobby", reply.id, 2, "<status flip>")
+    ws = RecordingSocket()
+    sock = PageSocket(ws, Hub(), "lobby", "pageB")
+    sock.delivered[reply.id] = 2
+    sock.handle(settled)
+    assert ws.sent == ["<status flip>"] and sock.delivered[reply.id] == FINAL
+    sock.handle(settled)
+    assert len(ws.sent) == 2 and "<p>One. Two.</p>" in ws.sent[1], (
+        "a settle the page cannot match (a retried reply it shows settled) re-sends the article"
+    )
+    behind = RecordingSocket()
+    sock = PageSocket(behind, Hub(), "lobby", "pageC")
+    sock.delivered[reply.id] = 1
+    sock.handle(settled)
+    assert len(behind.sent) == 1 and "<p>One. Two.</p>" in behind.sent[0], "a page behind gets the article"
+
+
 def test_the_author_page_skips_its_reply_until_it_detaches(room):
     _, reply = make_reply(["One. ", "Two. "], page="pageA")
     ws = RecordingSocket()
@@ -144,7 +165,7 @@ def test_the_author_page_skips_its_reply_until_it_detaches(room):
     sock.handle(Event("detach", "lobby", reply.id, page="pageB"))
     assert ws.sent == [], "another page's detach is not ours"
     sock.handle(Event("detach", "lobby", reply.id, page="pageA"))
-    assert len(ws.sent) == 1 and "One. Two. " in ws.sent[0]
+    assert len(ws.sent) == 1 and "<p>One. Two.</p>" in ws.sent[0]
     sock.handle(Event("append", "lobby", reply.id, 3, "<three>", page="pageA"))
     assert ws.sent[-1] == "<three>", "after detaching, the page follows like an observer"
 
@@ -154,7 +175,7 @@ def test_follow_request_from_the_page_resyncs(room):
     ws = RecordingSocket()
     sock = PageSocket(ws, Hub(), "lobby", "pageA")
     sock.handle(("follow", reply.id))
-    assert "One. " in ws.sent[0]
+    assert "<p>One.</p>" in ws.sent[0]
     assert reply.id in sock.followed
 
 

@@ -21,14 +21,21 @@ import pytest
 import websocket
 from markupsafe import escape
 
+from body_model import Body
+from body_model import apply_author_stream
 from chunking import Chunker
+from rendering import chunk_fragment
+from rendering import render_markdown
 
 UPSERT_OPEN = '<hx-upsert hx-target="#messages" sort>'
 UPSERT_CLOSE = "</hx-upsert>"
 ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>(.*?)</article>', re.S)
 ATTR_RE = re.compile(r'\s([\w-]+)="([^"]*)"')
-BODY_RE = re.compile(r'<div class="message-body (plain|markdown)" id="message-(\d+)-body">(.*?)</div>', re.S)
-APPEND_RE = re.compile(r'\A<i hx-swap-oob="beforeend:#message-(\d+)-body">(.*)</i>\Z', re.S)
+BODY_RE = re.compile(
+    r'<div class="message-body (plain|markdown)" id="message-(\d+)-body"( hx-preserve)?>(.*?)</div>', re.S
+)
+# A chunk's fragment: out-of-band swaps on one reply body (rendering.chunk_fragment).
+APPEND_RE = re.compile(r'\A<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body[^"]*">', re.S)
 
 # Four sentences, a blank line, markup and quotes that must be escaped, a
 # Markdown emphasis for the final render; ends on visible text.
@@ -145,7 +152,9 @@ def parse_upsert(data):
                 "role": attrs["data-role"],
                 "status": attrs["data-status"],
                 "body_kind": body.group(1),
-                "body_html": body.group(3),
+                "body_html": body.group(4),
+                # The page keeps the body it shows (a finished reply's status flip).
+                "keeps_body": bool(body.group(3)),
                 "html": match.group(0),
             }
         )
@@ -154,9 +163,26 @@ def parse_upsert(data):
 
 
 def parse_append(data):
-    """(message id, escaped text) of an out-of-band append, or None."""
+    """(message id, fragment) of a chunk's out-of-band swaps, or None."""
     match = APPEND_RE.match(data)
-    return (int(match.group(1)), match.group(2)) if match else None
+    return (int(match.group(1)), data) if match else None
+
+
+def fragments_for(reply_id, chunks):
+    """The fragments observers get for ``chunks`` committed in order."""
+    out, before = [], ""
+    for chunk in chunks:
+        out.append(str(chunk_fragment(reply_id, before, chunk)))
+        before += chunk
+    return out
+
+
+def author_body(events, reply_id):
+    """The reply body an author's page draws from its stream's events
+    ({"event", "data"} dicts, first and last included)."""
+    body = Body(reply_id)
+    apply_author_stream(body, [(e["event"] or "", e["data"]) for e in events])
+    return body.html
 
 
 class Result:
@@ -424,23 +450,24 @@ def test_author_stream_carries_every_token(live_server):
     assert reply["id"] == reply_id and user["id"] < reply_id
     assert html.unescape(user["body_html"]) == text
     assert "<streaming>" not in user["html"], "user text must be escaped"
-    assert reply["body_html"] == "" and reply["body_kind"] == "plain"
+    assert reply["body_html"] == "" and reply["body_kind"] == "markdown"
 
-    # Middle events: escaped token text only; together exactly the reply.
+    # Middle events: the reply drawn as sanitized Markdown as it grows; applied
+    # in order they give exactly the rendered reply.
     middle = events[1:-1]
     for event in middle:
-        assert event["event"] is None
-        assert "<" not in event["data"], "tokens travel escaped: " + event["data"]
+        assert event["event"] in (None, "reply-at")
+        assert "<b>" not in event["data"], "model markup travels escaped: " + event["data"]
         assert event["data"].strip(), "no whitespace-only swaps"
-    assert "".join(html.unescape(e["data"]) for e in middle) == REPLY
-    assert any("\n" in e["data"] for e in middle), "the blank line arrives as multi-line data"
+    drawn = author_body(events, reply_id)
+    assert drawn == str(render_markdown(REPLY))
+    assert "<strong>bold</strong>" in drawn and "&lt;b&gt;tags&lt;/b&gt;" in drawn
 
-    # Last event: the final article, complete, Markdown rendered and sanitized.
+    # Last event: the article, complete, around the body the page already shows.
     final = parse_upsert(events[-1]["data"])
     assert len(final) == 1 and final[0]["id"] == reply_id
     assert final[0]["status"] == "complete" and final[0]["body_kind"] == "markdown"
-    assert "<strong>bold</strong>" in final[0]["body_html"]
-    assert "&lt;b&gt;tags&lt;/b&gt;" in final[0]["body_html"] and "<b>" not in final[0]["body_html"]
+    assert final[0]["keeps_body"] and final[0]["body_html"] == ""
     assert "{} completion tokens".format(len(TOKENS)) in final[0]["html"]
 
     # What the model was asked.
@@ -481,20 +508,21 @@ def test_observer_gets_one_append_per_chunk(live_server, sockets):
     ]
     appends = [parse_append(f) for f in frames[2:2 + n]]
     assert all(a is not None and a[0] == reply_id for a in appends), frames[2:2 + n]
-    texts = [html.unescape(a[1]) for a in appends]
-    assert texts == EXPECTED_CHUNKS  # one append per committed chunk, in order
-    assert "".join(texts) == REPLY  # REPLY ends in visible text: nothing is held back
+    # One fragment per committed chunk, in order, exactly what the stored text gives.
+    assert [a[1] for a in appends] == fragments_for(reply_id, EXPECTED_CHUNKS)
+    body = Body(reply_id)
     for a in appends:
-        assert "<" not in a[1], "chunk text travels escaped"
+        assert "<b>" not in a[1], "model markup travels escaped"
+        body.apply_oob(a[1])
+    assert body.html == str(render_markdown(REPLY))  # nothing is held back
     final = parse_upsert(frames[-1])
-    assert [(a["id"], a["status"]) for a in final] == [(reply_id, "complete")]
-    assert "<strong>bold</strong>" in final[0]["body_html"]
+    assert [(a["id"], a["status"], a["keeps_body"]) for a in final] == [(reply_id, "complete", True)]
 
-    # Bandwidth: the reply text crosses the socket once (escaped) before completion.
-    overhead = len('<i hx-swap-oob="beforeend:#message-{}-body"></i>'.format(reply_id))
+    # Bandwidth: the reply text crosses the socket about once before completion,
+    # and completion does not send it again.
     append_bytes = sum(len(f.encode()) for f in frames[2:2 + n])
-    assert append_bytes == sum(overhead + len(str(escape(c)).encode()) for c in EXPECTED_CHUNKS)
-    assert append_bytes < 2 * len(REPLY.encode()) + n * overhead
+    assert append_bytes < len(str(escape(REPLY)).encode()) + n * 80
+    assert len(frames[-1].encode()) < 1000
     for f in frames[:-1]:  # no frame before the final one carries the whole reply
         assert REPLY not in html.unescape(f)
         assert str(escape(REPLY)) not in f
@@ -514,7 +542,7 @@ def test_askers_socket_skips_own_reply(live_server, sockets):
     live_server.llm.enqueue(TOKENS, delay=0.02)
     headers, events = read_author_stream(alice, "@gpt are you there?")
     reply_id = int(headers["X-Reply-Id"])
-    assert "".join(html.unescape(e["data"]) for e in events[1:-1]) == REPLY
+    assert author_body(events, reply_id) == str(render_markdown(REPLY))
 
     # The observer gets everything; wait for its final swap.
     observer.wait_frames(lambda f: any(split_observer_frames(f[obs_skip:], reply_id)[2]), what="final swap")
@@ -529,7 +557,7 @@ def test_askers_socket_skips_own_reply(live_server, sockets):
 
     observer.wait_frames(lambda f: any('id="message-{}"'.format(sentinel) in x for x in f), what="sentinel")
     others, appends, finals = split_observer_frames(observer.frames[obs_skip:], reply_id)
-    assert [html.unescape(t) for t in appends] == EXPECTED_CHUNKS
+    assert appends == fragments_for(reply_id, EXPECTED_CHUNKS)
     assert len(finals) == 1
     assert [[a["id"] for a in arts] for arts in others] == [[reply_id - 1], [reply_id], [sentinel]]
 
@@ -577,7 +605,9 @@ def test_db_rows_while_streaming_and_after(live_server):
         assert len(chunks) < len(expected)
         rest = list(reader)
 
-    assert "".join(html.unescape(e["data"]) for e in rest[:-1]) == reply_text
+    body = Body(reply_id)
+    apply_author_stream(body, [(e["event"] or "", e["data"]) for e in rest[:-1]])
+    assert body.html == str(render_markdown(reply_text))
     assert 'data-status="complete"' in rest[-1]["data"]
     msg = wait_settled(database_url, reply_id, 5)
     assert msg["status"] == "complete"
@@ -608,8 +638,8 @@ def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
         reader = SSEReader(response)
         reply_id = int(response.headers["X-Reply-Id"])
         assert "streaming" in reader.next()["data"]
-        got = html.unescape(reader.next()["data"]) + html.unescape(reader.next()["data"])
-        assert reply_text.startswith(got)
+        got = [reader.next(), reader.next()]
+        assert "<p>Sentence" in got[0]["data"] and all(e is not None for e in got)
         # Shut the TCP connection down (not just drop our reference), so the
         # server's next write fails rather than filling a kernel buffer.
         response.fp.raw._sock.shutdown(socket.SHUT_RDWR)
@@ -634,8 +664,8 @@ def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
     # The observer saw the whole reply and exactly one final swap.
     observer.wait_frames(lambda f: split_observer_frames(f[obs_skip:], reply_id)[2], what="final swap")
     others, appends, finals = split_observer_frames(observer.frames[obs_skip:], reply_id)
-    assert [html.unescape(t) for t in appends] == expected
-    assert len(finals) == 1 and finals[0][0]["body_html"].startswith("<p>Sentence number 1 ends.")
+    assert appends == fragments_for(reply_id, expected)
+    assert len(finals) == 1 and finals[0][0]["keeps_body"]
 
     # The author's own page socket was told to follow: a resync of the reply as
     # committed so far, then only the chunks after it, then the final article.
@@ -643,10 +673,12 @@ def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
     own_frames = own.frames[own_skip:]
     resync = parse_upsert(own_frames[0])
     assert [(a["id"], a["status"]) for a in resync] == [(reply_id, "streaming")]
-    resynced = html.unescape(resync[0]["body_html"])
+    body = Body(reply_id, resync[0]["body_html"])
     others, appends, finals = split_observer_frames(own_frames[1:], reply_id)
     assert others == []
-    assert resynced + "".join(html.unescape(t) for t in appends) == reply_text
+    for fragment in appends:
+        body.apply_oob(fragment)
+    assert body.html == str(render_markdown(reply_text))
     assert len(finals) == 1
     assert time.monotonic() - t_closed < 5
 
@@ -673,31 +705,33 @@ def test_observer_reconnect_converges(live_server, sockets):
         first.wait_frames(lambda f: len(split_observer_frames(f[skip:], reply_id)[1]) >= 2, what="two appends")
         first.close()
         before = split_observer_frames(first.frames[skip:], reply_id)
-        had_text = "".join(html.unescape(t) for t in before[1])
-        assert reply_text.startswith(had_text)
+        had = len(before[1])
+        assert before[1] == fragments_for(reply_id, expected)[:had]
         # Chunks get committed while he is away.
-        wait_until(lambda: len(chunk_rows(live_server.database_url, reply_id)) >= len(before[1]) + 2, 5,
+        wait_until(lambda: len(chunk_rows(live_server.database_url, reply_id)) >= had + 2, 5,
                    message="chunks committed while disconnected")
         second = sockets(bob.page, after=reply_id, streaming=[reply_id])
         snapshot = parse_upsert(second.wait_count(1)[0])
         events = list(reader)
-    assert "".join(html.unescape(e["data"]) for e in events[:-1]).endswith("ends.")
+    assert 'data-status="complete"' in events[-1]["data"]
 
     assert [(a["id"], a["status"]) for a in snapshot] == [(reply_id, "streaming")]
-    snap_text = html.unescape(snapshot[0]["body_html"])
-    assert len(snap_text) > len(had_text) and snap_text.startswith(had_text)
-    # The snapshot holds whole committed chunks: the first k of them.
-    prefixes = ["".join(expected[:i]) for i in range(len(expected) + 1)]
-    assert snap_text in prefixes, snap_text
-    k = prefixes.index(snap_text)
-    assert 0 < k < len(expected), "reconnected while the reply was still streaming"
+    # The snapshot holds whole committed chunks, drawn: the first k of them.
+    prefixes = [str(render_markdown("".join(expected[:i]))) for i in range(len(expected) + 1)]
+    snap_html = snapshot[0]["body_html"]
+    assert snap_html in prefixes, snap_html
+    k = prefixes.index(snap_html)
+    assert had < k < len(expected), "reconnected while the reply was still streaming"
 
     second.wait_frames(lambda f: split_observer_frames(f[1:], reply_id)[2], what="final swap after reconnect")
     others, appends, finals = split_observer_frames(second.frames[1:], reply_id)
     assert others == []
-    assert [html.unescape(t) for t in appends] == expected[k:], "only new chunks, none twice"
-    assert snap_text + "".join(html.unescape(t) for t in appends) == reply_text
-    assert len(finals) == 1
+    assert appends == fragments_for(reply_id, expected)[k:], "only new chunks, none twice"
+    body = Body(reply_id, snap_html)
+    for fragment in appends:
+        body.apply_oob(fragment)
+    assert body.html == str(render_markdown(reply_text))
+    assert len(finals) == 1 and finals[0][0]["keeps_body"]
 
     # A page still showing the reply as streaming that reconnects after the end
     # gets the final article in its snapshot (there is no later event to heal it).

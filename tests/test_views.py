@@ -1,6 +1,9 @@
 """The page, the composer's post in its three forms, bad input, and seeding."""
 import gevent
 import pytest
+from body_model import Body
+from body_model import apply_author_stream
+from body_model import parse_sse
 
 from conftest import csrf_from
 from generation import reply_context
@@ -83,12 +86,17 @@ def test_gpt_message_streams_tokens_then_the_final_article(client, app, provider
     assert response.headers["Cache-Control"] == "no-cache"
     reply_id = int(response.headers["X-Reply-Id"])
     assert response.headers["HX-Retarget"] == "#message-{}-body".format(reply_id)
-    events = sse_events(response)
-    first, tokens, final = events[0], events[1:-1], events[-1]
+    events = parse_sse(response.get_data(as_text=True))
+    first, drawing, final = events[0][1], events[1:-1], events[-1][1]
     assert 'data-role="user"' in first and 'data-status="streaming"' in first
-    assert "".join(tokens) == "Sure.\n\n- a\n- &lt;b&gt; done."
-    assert all(t.strip() for t in tokens), "no whitespace-only swaps"
-    assert 'data-status="complete"' in final and "<li>&lt;b&gt; done.</li>" in final
+    # The reply is drawn as Markdown while it streams; the last event leaves
+    # that body in place and only changes the article around it.
+    body = Body(reply_id)
+    apply_author_stream(body, drawing)
+    assert body.html == "<p>Sure.</p><ul>\n<li>a</li>\n<li>&lt;b&gt; done.</li>\n</ul>"
+    assert all(data.strip() for _, data in drawing), "no whitespace-only swaps"
+    assert 'data-status="complete"' in final and "done." not in final
+    assert 'id="message-{}-body" hx-preserve></div>'.format(reply_id) in final
     with app.app_context():
         reply = Message.get_by_id(reply_id)
         assert reply.body == "Sure.\n\n- a\n- <b> done."
@@ -231,7 +239,9 @@ def test_utf8_text_is_accepted_as_typed(client, app):
         assert Message.get().body == "naïve café 你好 %FF"
 
 
-@pytest.mark.parametrize("mode,appends,articles", [("append", 2, 3), ("whole-per-chunk", 0, 5), ("whole-per-token", 0, 7)])
+@pytest.mark.parametrize(
+    "mode,appends,articles", [("append", 2, 2), ("whole-per-chunk", 0, 5), ("whole-per-token", 0, 7)]
+)
 def test_fanout_modes_for_the_benchmark(client, app, provider, mode, appends, articles):
     """This design sends only new pieces; the baselines re-send whole messages."""
     generator = app.extensions["chat"]["generator"]
@@ -244,8 +254,10 @@ def test_fanout_modes_for_the_benchmark(client, app, provider, mode, appends, ar
     while not watcher.queue.empty():
         kinds.append(watcher.queue.get_nowait().kind)
     # user article, reply article, then the pieces, then the final article
+    # (this design: only its new status around the body every page has)
     assert kinds.count("append") == appends
     assert kinds.count("article") == articles
+    assert kinds.count("settle") == (1 if mode == "append" else 0)
     if mode == "whole-per-token":
         assert sum("hx-upsert" in e for e in events) == 6, "the asker too gets the whole message per token"
 

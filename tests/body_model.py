@@ -1,0 +1,104 @@
+"""A model of a reply body in a page, for tests without a browser: it applies
+the out-of-band swaps of ``rendering.ops_fragment`` and the author's stream
+events the way htmx does, on the body's HTML as a string."""
+import re
+
+OOB_RE = re.compile(r'<(i|template) hx-swap-oob="(\w+):([^"]*)">(.*?)</\1>', re.S)
+TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*>")
+VOID = {"br", "hr"}
+LAST = " > :last-child"
+NTH = re.compile(r" > :nth-child\(n\+(\d+)\)\Z")
+
+
+def elements(html):
+    """(start, end) of each top-level element of ``html``."""
+    spans, depth, start = [], 0, None
+    for match in TAG_RE.finditer(html):
+        name = match.group(2).lower()
+        if depth == 0 and not match.group(1):
+            start = match.start()
+        if name in VOID and not match.group(1):
+            if depth == 0:
+                spans.append((start, match.end()))
+            continue
+        depth += -1 if match.group(1) else 1
+        if depth == 0:
+            spans.append((start, match.end()))
+    return spans
+
+
+def element_ends(html):
+    """Offsets just past each top-level element of ``html``."""
+    return [end for _, end in elements(html)]
+
+
+class Body:
+    """One reply body: ``html`` is its inner HTML."""
+
+    def __init__(self, message_id, html=""):
+        self.selector = "#message-{}-body".format(message_id)
+        self.html = html
+
+    def insert(self, depth, content):
+        """``beforeend`` into the last element ``depth`` levels down."""
+        if depth == 0:
+            self.html += content
+            return
+        closings = [m.start() for m in re.finditer("</", self.html)]
+        run_start = re.search(r"(?:\s|</[a-zA-Z0-9]+>)+\Z", self.html).start()
+        at = [c for c in closings if c >= run_start][-depth]
+        self.html = self.html[:at] + content + self.html[at:]
+
+    def apply_oob(self, fragment):
+        """Apply every out-of-band swap of a fragment; the rest must be empty."""
+        rest = OOB_RE.sub("", fragment)
+        assert not rest.strip(), "stray content outside out-of-band swaps: {!r}".format(rest)
+        for _, style, selector, content in OOB_RE.findall(fragment):
+            assert selector.startswith(self.selector), selector
+            path = selector[len(self.selector):]
+            if style == "delete":
+                # htmx removes the elements; text between them stays.
+                keep = int(NTH.match(path).group(1)) - 1
+                for start, end in reversed(elements(self.html)[keep:]):
+                    self.html = self.html[:start] + self.html[end:]
+            else:
+                assert style == "beforeend", style
+                depth = path.count(LAST)
+                assert path == LAST * depth, path
+                self.insert(depth, content)
+
+
+def apply_author_stream(body, events):
+    """Apply an author's event stream (a list of (event name, data)) to ``body``
+    the way static/app.js and hx-sse do; returns the article events."""
+    depth = None
+    articles = []
+    for name, data in events:
+        if name == "reply-at":
+            depth = int(data)
+        elif "<hx-upsert" in data:
+            articles.append(data)
+        elif "hx-swap-oob" in data:
+            body.apply_oob(data)
+        else:
+            assert data.strip(), "a whitespace-only swap would be dropped"
+            assert depth is not None, "a plain event before any reply-at"
+            body.insert(depth, data)
+    return articles
+
+
+def parse_sse(raw):
+    """(event name, data) for each event of an event-stream body."""
+    events = []
+    for block in raw.split("\n\n"):
+        name, lines = "", []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                lines.append(line[6:])
+            elif line == "data:":
+                lines.append("")
+        if lines or name:
+            events.append((name, "\n".join(lines)))
+    return events
