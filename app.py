@@ -24,6 +24,7 @@ from rendering import render_markdown
 from security import add_security_headers
 from security import check_csrf
 from security import csrf_token
+from sockets import decline_compression
 
 # Settings read from the environment, with how to parse each.
 ENV_SETTINGS = {
@@ -136,6 +137,7 @@ def create_app(test_config=None):
     app.register_blueprint(views.bp)  # its UTF-8 check runs before the CSRF check
     sock = Sock(app)
     sock.route("/ws", endpoint="socket")(views.socket_route)
+    app.before_request(decline_compression)
 
     # Queries connect lazily, so a long-lived socket holds no connection.
     app.before_request(check_csrf)  # registered after the blueprint's hooks

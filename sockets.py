@@ -13,6 +13,7 @@ import socket
 
 import gevent
 from flask import current_app
+from flask import request
 from gevent.queue import Empty
 from simple_websocket import ConnectionClosed
 from wsproto.connection import ConnectionState
@@ -30,6 +31,19 @@ from rendering import upsert
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 100
+
+
+def decline_compression():
+    """Before the socket route: forget the page's ``permessage-deflate`` offer.
+
+    Browsers always offer it and simple-websocket accepts it, and then every
+    socket keeps a zlib compressor of its own for as long as it is open
+    (about 100 KB resident once a message went through it), several times
+    what the rest of an idle socket costs; each fragment would also be
+    compressed once per socket instead of rendered once for all. Frames go out
+    uncompressed instead."""
+    if request.endpoint == "socket":
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def parse_ids(value, limit=200):
