@@ -137,13 +137,13 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
     if idle and idle["per_kb"] > TARGET_IDLE_KB:
         g = idle.get("greenlet_kb")
         notes.append(
-            "**Idle socket memory, {:.1f} KB each (target {:g} KB)**: each page socket parks three greenlets: "
-            "the request's own (the page's reader, blocked in `receive`), simple-websocket's background "
-            "reader and the page's writer; a parked greenlet keeps its slice of the C stack and its Python "
-            "frames on the heap{}. The rest is per-connection objects: the WSGI environ "
-            "and request context of the upgrade request, the websocket protocol state, the hub queue and the "
-            "socket object.".format(
+            "**Idle socket memory, {:.1f} KB each (target {:g} KB)**: each page socket parks one greenlet, "
+            "the request's own, which is the socket's writer (its frames are read by an event-loop callback); "
+            "a parked greenlet keeps its slice of the C stack and its Python frames on the heap{}. The rest "
+            "is per-connection objects: gunicorn's parsed request and WSGI environ, Flask's request context "
+            "for the upgrade request, the websocket frame protocol state, the hub queue and the socket "
+            "object.".format(
                 idle["per_kb"], TARGET_IDLE_KB,
-                " (measured separately in this run: {:.1f} KB per parked greenlet 20 frames deep, so "
-                "{:.0f} KB for three)".format(g, 3 * g) if g else ""))
+                " (measured separately in this run: {:.1f} KB per parked greenlet 20 frames deep)".format(g)
+                if g else ""))
     return notes

@@ -41,6 +41,10 @@ def greenlet_kb():
         return None
 
 
+# What Chromium and Firefox send with every websocket they open.
+BROWSER_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+
+
 def run_idle(opts, fake, workdir, log):
     server = Server(workdir, "idle", fake.base_url, {"FANOUT_MODE": "append"}).start()
     sockets = []
@@ -58,12 +62,13 @@ def run_idle(opts, fake, workdir, log):
         url = "ws://127.0.0.1:{}/ws?page={{}}&after={}".format(server.port, 10 ** 9)
         for i in range(opts.idle):
             sockets.append(websocket.create_connection(url.format(secrets.token_hex(8)), timeout=30,
-                                                       origin=server.url))
+                                                       origin=server.url, header=[BROWSER_OFFER]))
             if i + 1 == opts.idle // 2:
                 time.sleep(0.5)
                 half_rss = server.rss_kb()
         mid = session.say("are you all there?")
         got = 0
+        compressed = sum(1 for ws in sockets if "sec-websocket-extensions" in (ws.getheaders() or {}))
         for ws in sockets:  # every socket is subscribed and has received one frame
             try:
                 ws.settimeout(10)
@@ -77,7 +82,7 @@ def run_idle(opts, fake, workdir, log):
         result = dict(count=opts.idle, rss0=rss0, rss1=rss1, per_kb=(rss1 - rss0) / opts.idle,
                       greenlet_kb=greenlet_kb(),
                       second_half_kb=(rss1 - half_rss) / (opts.idle - opts.idle // 2) if half_rss else None,
-                      answered=got, fds=(fds1 - fds0) if fds0 is not None and fds1 is not None else None)
+                      answered=got, compressed=compressed, fds=(fds1 - fds0) if fds0 is not None and fds1 is not None else None)
         log("  {} idle sockets: RSS {:.1f} -> {:.1f} MB, {:.1f} KB per socket ({} answered)".format(
             opts.idle, rss0 / 1024, rss1 / 1024, result["per_kb"], got))
     finally:
