@@ -27,6 +27,8 @@ from rendering import render_markdown
 from security import add_security_headers
 from security import check_csrf
 from security import csrf_token
+from sockets import NoReaderThread
+from sockets import decline_compression
 
 # Settings read from the environment, with how to parse each.
 ENV_SETTINGS = {
@@ -132,10 +134,12 @@ def create_app(test_config=None):
             app.config[key] = parse(os.environ[key])
     if test_config:
         app.config.update(test_config)
-    # Incoming frames stay small. Pings are sent by each socket's own writer
-    # (sockets.py), never by simple-websocket's reader: two senders on one
-    # socket could interleave a ping into a frame being written.
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": 4096}
+    # Incoming frames stay small. simple-websocket starts no reader greenlet:
+    # a page socket reads its frames from an event-loop callback, and every
+    # frame it sends, pings and pongs included, goes through its one writer
+    # (sockets.py); two senders on one socket could interleave a frame into
+    # one being written.
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": 4096, "thread_class": NoReaderThread}
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 
@@ -157,6 +161,7 @@ def create_app(test_config=None):
     app.register_blueprint(views.bp)  # its UTF-8 check runs before the CSRF check
     sock = Sock(app)
     sock.route("/ws", endpoint="socket")(views.socket_route)
+    app.before_request(decline_compression)
 
     # Queries connect lazily, so a long-lived socket holds no connection.
     app.before_request(check_csrf)  # registered after the blueprint's hooks

@@ -7,17 +7,27 @@ then forwards live events. Per socket it remembers how many chunks of each reply
 the page has, so appends are never applied twice or out of order: a gap is
 healed by re-sending the whole article. A finished reply whose page has every
 chunk only gets its article's new status around the body it already shows.
+
+An open socket costs one greenlet, the request's own, which is the socket's
+only writer. Its incoming frames are read by a callback of the event loop when
+the socket is readable (simple-websocket starts no reader of its own:
+``NoReaderThread``); whatever they ask for, pongs and the closing handshake
+included, is queued to that writer.
 """
 import json
 import logging
+import os
 import socket
 
 import gevent
-from flask import current_app
+from flask import request
 from gevent.queue import Empty
+from gevent.queue import Full
 from simple_websocket import ConnectionClosed
 from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage
 from wsproto.events import CloseConnection
+from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
 from wsproto.events import TextMessage
 
@@ -32,6 +42,36 @@ from rendering import upsert
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 100
+
+
+class NoReaderThread:
+    """simple-websocket's ``thread_class`` for page sockets: start no reader.
+
+    simple-websocket reads each connection in a thread of its own (a parked
+    greenlet here, with its own stack and frames) and hands messages over to
+    a second one blocked in ``receive``. A page socket reads its frames from
+    an event-loop callback instead (``PageSocket.serve``)."""
+
+    name = "page socket"
+
+    def __init__(self, target=None, **kwargs):
+        pass
+
+    def start(self):
+        pass
+
+
+def decline_compression():
+    """Before the socket route: forget the page's ``permessage-deflate`` offer.
+
+    Browsers always offer it and simple-websocket accepts it, and then every
+    socket keeps a zlib compressor of its own for as long as it is open
+    (about 100 KB resident once a message went through it), several times
+    what the rest of an idle socket costs; each fragment would also be
+    compressed once per socket instead of rendered once for all. Frames go out
+    uncompressed instead."""
+    if request.endpoint == "socket":
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def parse_ids(value, limit=200):
@@ -58,6 +98,8 @@ class PageSocket:
         self.delivered = {}  # message id -> chunks the page has (FINAL when settled)
         self.sent = 0  # bytes, for tests and the benchmark
         self.sub = None
+        self._ended = False  # the page went, or must go: the writer stops
+        self._last = None  # the Close frame the writer sends before it stops
 
     # -- what gets sent ----------------------------------------------------
 
@@ -72,7 +114,9 @@ class PageSocket:
             elif isinstance(event, CloseConnection):
                 self.ws.close(event.code, event.reason)
             return
-        if not self.ws.connected or connection.state != ConnectionState.OPEN:
+        # The answer to the page's Close is the one frame sent after it.
+        answering = isinstance(event, CloseConnection) and connection.state == ConnectionState.REMOTE_CLOSING
+        if not answering and (not self.ws.connected or connection.state != ConnectionState.OPEN):
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
         self.ws.sock.sendall(connection.send(event))
 
@@ -133,6 +177,9 @@ class PageSocket:
         if event is RESYNC:
             self.catch_up()
             return
+        if isinstance(event, _Pong):
+            self._write(event.event)
+            return
         if isinstance(event, tuple):  # the page lost its own stream of this reply
             self.followed.add(event[1])
             self.resync(event[1])
@@ -169,22 +216,26 @@ class PageSocket:
             self.delivered[event.message_id] = event.seq
             self._send(event.html)
 
-    # -- the two greenlets ---------------------------------------------------
+    # -- the writer, and what reads the page's frames ----------------------------
 
-    def write_loop(self, app):
-        """The only code that sends on this socket, pings included (renders
-        need ``app``'s context)."""
+    def write_loop(self):
+        """The only code that sends on this socket, pings included (runs
+        inside the request's app context)."""
         try:
-            with app.app_context():
-                self.snapshot()
-                while True:
-                    try:
-                        event = self.sub.queue.get(timeout=self.ping_interval)
-                    except Empty:
-                        # Pings keep idle sockets open through proxies.
-                        self._write(Ping())
-                        continue
-                    self.handle(event)
+            self.snapshot()
+            while True:
+                try:
+                    event = self.sub.queue.get(timeout=self.ping_interval)
+                except Empty:
+                    # Pings keep idle sockets open through proxies.
+                    self._write(Ping())
+                    continue
+                if self._ended:
+                    break
+                self.handle(event)
+            if self._last is not None:  # the answer to the page's Close, or ours
+                self._write(self._last)
+            self.ws.connected = False
         except _Closing:
             # The server is restarting: 1012 makes htmx reconnect (to the next process).
             try:
@@ -207,25 +258,119 @@ class PageSocket:
                 pass
 
     def serve(self):
-        """Subscribe, start the writer, and read the page's requests until it goes."""
+        """Subscribe, read the page's frames as they come, and be the writer
+        until the page goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
-        writer = gevent.spawn(self.write_loop, current_app._get_current_object())
-        # However the writer ends, end the connection too: the page reconnects
-        # and resyncs instead of looking live while receiving nothing.
-        writer.link(lambda _: self._cut())
+        stop_reading = self._start_reading()
         try:
-            while not writer.dead:
-                data = self.ws.receive(timeout=10)
-                if data is None:
-                    continue
-                request = _parse_request(data)
-                if request is not None:
-                    self.sub.offer(request)
-        except ConnectionClosed:
-            pass
+            self.write_loop()
         finally:
+            stop_reading()
             self.hub.unsubscribe(self.sub)
-            writer.kill(block=True, timeout=1)
+            # However the writer ended, end the connection too: the page
+            # reconnects and resyncs instead of looking live while receiving nothing.
+            self._cut()
+
+    def _start_reading(self):
+        """Start reading the page's frames; returns what stops it."""
+        if not isinstance(getattr(self.ws, "thread", None), NoReaderThread):
+            # A stand-in socket in tests, or a socket whose library reads it
+            # itself: take its messages from ``receive``.
+            reader = gevent.spawn(self._receive_loop)
+            return lambda: reader.kill(block=False)
+        # Past the handshake, the frame protocol is all the socket needs; the
+        # handshake's HTTP parser and the request it read go (a few KB a socket).
+        if self.ws.ws.connection is not None:
+            self.ws.ws = self.ws.ws.connection
+        self._incoming = []
+        self._incoming_size = 0
+        watcher = gevent.get_hub().loop.io(self.ws.sock.fileno(), 1)  # 1: readable
+        watcher.start(self._on_readable, watcher)
+        return watcher.close
+
+    def _receive_loop(self):
+        try:
+            while True:
+                data = self.ws.receive(timeout=10)
+                if data is not None:
+                    self._on_message(data)
+        except ConnectionClosed:
+            self._ended = True
+            self._wake(_GONE)
+
+    def _on_readable(self, watcher):
+        """Read what the page sent (called by the event loop: never blocks)."""
+        try:
+            data = os.read(self.ws.sock.fileno(), self.ws.receive_bytes)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            if not data:
+                self._gone(watcher)
+                return
+            connection = self.ws.ws
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, WsMessage):  # text or bytes, maybe in pieces
+                    self._incoming_size += len(event.data)
+                    if self.ws.max_message_size and self._incoming_size > self.ws.max_message_size:
+                        self._gone(watcher, CloseConnection(1009, "Message is too big"))
+                        return
+                    self._incoming.append(event.data)
+                    if event.message_finished:
+                        if isinstance(event, BytesMessage):
+                            self._on_message(b"".join(self._incoming))
+                        else:
+                            self._on_message("".join(self._incoming))
+                        self._incoming = []
+                        self._incoming_size = 0
+                elif isinstance(event, Ping):
+                    self._wake(_Pong(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.ws.close_reason = event.code
+                    self.ws.close_message = event.reason
+                    self._gone(watcher, event.response())
+                    return
+        except Exception:
+            log.exception("reading the socket of page %s failed", self.page)
+            self._gone(watcher)
+
+    def _on_message(self, data):
+        request = _parse_request(data)
+        if request is not None:
+            self.sub.offer(request)
+
+    def _gone(self, watcher, last=None):
+        """The page closed, or must be closed: stop reading, and have the
+        writer stop, before anything else it has queued, after it sends
+        ``last`` (the answer to the page's Close, or ours)."""
+        watcher.stop()
+        self._ended = True
+        self._last = last
+        self._wake(_GONE)
+
+    def _wake(self, item):
+        """Queue ``item`` to the writer, past the viewer's limit: a full queue
+        means the socket was already cut, and the writer ends at its next send."""
+        try:
+            self.sub.queue.put_nowait(item)
+        except Full:
+            pass
+
+
+class _Pong:
+    """The answer to a ping from the page, for the writer to send."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event):
+        self.event = event
+
+
+# Queued to wake the writer when the page went away.
+_GONE = object()
 
 
 class _Closing(Exception):

@@ -93,6 +93,42 @@ def test_sockets_are_pinged_to_survive_idle_proxies(tmp_path, fake_llm):
         server.stop()
 
 
+def test_sockets_answer_the_pages_ping_and_close(live_server):
+    """The page's control frames get their answers from the socket's writer."""
+    url = "ws://127.0.0.1:{}/ws?page=p&after=0".format(live_server.port)
+    ws = websocket.create_connection(url, origin=live_server.url, timeout=5)
+    try:
+        ws.ping(b"are you there")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"are you there"
+        ws.send_close(1000, b"bye")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(frame.data[:2], "big") == 1000
+        assert ws.sock.recv(1) == b"", "the server closes the connection after its Close"
+    finally:
+        ws.shutdown()
+
+
+def test_sockets_decline_compression(live_server):
+    """Browsers offer permessage-deflate; accepting it would give every open
+    socket a zlib compressor of its own (memory per idle socket)."""
+    url = "ws://127.0.0.1:{}/ws?page=p&after=0".format(live_server.port)
+    ws = websocket.create_connection(
+        url, origin=live_server.url, timeout=5,
+        header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
+    )
+    try:
+        assert "sec-websocket-extensions" not in (ws.getheaders() or {})
+        alice = Browser(live_server)
+        alice.load()
+        message_id = alice.say("plain frames")
+        # websocket-client cannot inflate: a compressed frame would raise here.
+        assert 'id="message-{}"'.format(message_id) in ws.recv()
+    finally:
+        ws.close()
+
+
 def test_overall_reply_cap_and_token_cap(tmp_path, fake_llm):
     fake_llm.enqueue(["slow"] * 40, delay=0.1)
     server = LiveServer(

@@ -1,0 +1,149 @@
+"""Where a target is missed: by how much, and what the measured parts say
+the cause is."""
+import os
+
+from bench.server import app_default
+from bench.stats import fmt_int
+from bench.targets import TARGET_ADDED_P50_MS
+from bench.targets import TARGET_ADDED_P99_MS
+from bench.targets import TARGET_ASKER_RATIO
+from bench.targets import TARGET_CAPACITY_LEVEL
+from bench.targets import TARGET_CAPACITY_P99_MS
+from bench.targets import TARGET_IDLE_KB
+from bench.targets import TARGET_OBSERVER_RATIO
+
+
+def sdk_cost(capacity):
+    """', about N µs of CPU per token (capacity level M)' from the profile, or ''."""
+    for c in capacity:
+        prof = c.get("profile")
+        if prof and prof["samples"] and c["us_per_token"] and c["cpu"] < 85:
+            share = prof["app"].get("providers.tokens", 0) / prof["samples"]
+            if share:
+                return ": about {:,.0f} µs of the worker's CPU per token at {} replies".format(
+                    share * c["us_per_token"], c["n"])
+    return ""
+
+
+def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
+    """Where a target is missed: by how much, and what the measured parts say the cause is."""
+    notes = []
+    big = max(opts.sizes)
+    r = row("append", big)
+    if r:
+        text = r["text_bytes"]
+        o = r["observer"]
+        ratio = max(r["observer_bytes"]) / text
+        if ratio > TARGET_OBSERVER_RATIO:
+            frames = len(o["appends"])
+            wrapper = frames * r["wrapper"]
+            escaping = o["append_escaped_bytes"] - o["append_text_bytes"]
+            notes.append(
+                "**Observer bytes, {:.2f} × text (target {:g} ×)**: the reply text itself is 1.00 ×; the "
+                "`<i hx-swap-oob=\"beforeend:#message-N-body\">…</i>` wrapper of its {} appends adds {:.2f} × "
+                "({} B each on chunks of {:.0f} B on average: one sentence per chunk); HTML escaping adds "
+                "{:.2f} × (apostrophes become `&#39;`); the final article, which re-sends the whole body "
+                "rendered as Markdown, adds {:.2f} ×; the question's and the empty reply's articles add "
+                "{:.2f} ×. The completion's re-send alone is {} the target's headroom of {:.2f} ×.".format(
+                    ratio, TARGET_OBSERVER_RATIO, frames, wrapper / text, r["wrapper"],
+                    o["append_text_bytes"] / frames if frames else 0, escaping / text, o["final_bytes"] / text,
+                    o["article_bytes"] / text,
+                    "more than" if o["final_bytes"] / text > TARGET_OBSERVER_RATIO - 1 else "within",
+                    TARGET_OBSERVER_RATIO - 1))
+        a = r["asker"]
+        ask = r["asker_bytes"] / text
+        if ask > TARGET_ASKER_RATIO:
+            framing = a["token_bytes"] - a["token_escaped_bytes"]
+            escaping = a["token_escaped_bytes"] - a["token_text_bytes"]
+            notes.append(
+                "**Asker bytes, {:.2f} × text (target {:g} ×)**: the text is 1.00 ×; it went out in {:,} events "
+                "for {:,} tokens ({:.2f} tokens per event: at one reply on an idle worker each token is "
+                "written as soon as it arrives), and each event's `data: ` and blank line add {:.2f} × "
+                "({:.1f} B per event against {:.1f} B of text per token); escaping adds {:.2f} ×; the final "
+                "article re-sends the rendered body, {:.2f} ×; the first event (the question's and the empty "
+                "reply's articles) {:.2f} ×.".format(
+                    ask, TARGET_ASKER_RATIO, a["token_events"], big,
+                    big / a["token_events"] if a["token_events"] else 0, framing / text,
+                    framing / a["token_events"] if a["token_events"] else 0, text / big, escaping / text,
+                    a["final_bytes"] / text, a["first_bytes"] / text))
+        for s in opts.sizes:
+            rr = row("append", s)
+            if rr and rr["reply_statements"] > rr["chunks"] + 3:
+                notes.append("**DB statements ({:,} tokens)**: {} for {} chunks: {}.".format(
+                    s, rr["reply_statements"], rr["chunks"],
+                    ", ".join("{} × {}".format(v, k) for k, v in sorted(rr["kinds"].items()))))
+    if added50 is not None and (added50 > TARGET_ADDED_P50_MS or added99 > TARGET_ADDED_P99_MS):
+        notes.append(
+            "**Added latency, p50 {:.2f} ms and p99 {:.2f} ms over the direct read**: each token crosses "
+            "two more loopback hops and process wake-ups than the direct read, the `openai` SDK (httpx, SSE "
+            "parsing, and the construction of a typed chunk object per token){}, a gevent queue to the "
+            "reply's greenlet and one to the request's, and a chunked HTTP write; sentence commits and the "
+            "fan-out to observers run on the same single-threaded worker, so a token that arrives meanwhile "
+            "waits.".format(added50, added99, sdk_cost(capacity)))
+    for c in capacity:
+        p99 = c["w_p99"] if c["w_p99"] is not None else c["p99"]
+        if c["n"] != TARGET_CAPACITY_LEVEL or p99 is None or p99 <= TARGET_CAPACITY_P99_MS:
+            continue
+        causes = []
+        delivered = c["steady"] or c["delivered"] or 0
+        if delivered < 0.95 * c["offered"]:
+            causes.append("the askers received {:,.0f} tokens/s of the {:,.0f} offered ({} written by the fake "
+                          "model), so tokens queue up in the worker for as long as the replies last".format(
+                              delivered, c["offered"], fmt_int(c["sent_rate"])))
+        if c["cpu"] >= 85:
+            causes.append("the worker is CPU-bound: {:.0f}% of a core, and one gevent worker cannot use "
+                          "more".format(c["cpu"]))
+        saturated = [r for r in capacity if r["cpu"] >= 85 and (r["steady"] or r["delivered"])]
+        if saturated:
+            top = max(saturated, key=lambda r: r["steady"] or r["delivered"])
+            rate = top["steady"] or top["delivered"]
+            causes.append("saturated, the worker delivered at most {:,.0f} tokens/s (at {} replies, {} µs of CPU "
+                          "per token; {}), which is about {:.0f} replies at {:g} ms per token".format(
+                              rate, top["n"], fmt_int(top["us_per_token"]),
+                              ", ".join("{} µs at {} replies".format(fmt_int(r["us_per_token"]), r["n"])
+                                        for r in capacity if r is not top and r["us_per_token"])
+                              + ": tokens that arrive together share wake-ups and writes",
+                              rate * opts.cap_token_delay, opts.cap_token_delay * 1000))
+        busy = c["cpu"] + c["bench_cpu"] + c["others_cpu"]
+        if busy >= 170:
+            causes.append("the machine is saturated: worker {:.0f}% + load generator {:.0f}% + other "
+                          "processes {:.0f}% of its {} cores, so the worker got only {:.0f}% of a core while "
+                          "it had work queued".format(c["cpu"], c["bench_cpu"], c["others_cpu"],
+                                                      os.cpu_count(), c["cpu"]))
+        if c["misrouted"]:
+            causes.append("{} of the {} replies were asked without their question (an app bug under load, "
+                          "see section 3)".format(c["misrouted"], c["n"]))
+        prof = c.get("profile")
+        if prof and prof["samples"] > 0:
+            top = sorted(prof["lib"].items(), key=lambda kv: -kv[1])[:3]
+            apps = sorted(prof["app"].items(), key=lambda kv: -kv[1])[:3]
+            causes.append("of the worker's CPU samples, {} (by app function: {})".format(
+                ", ".join("{:.0f}% were in {}".format(100 * v / prof["samples"], k) for k, v in top),
+                ", ".join("{} {:.0f}%".format(k, 100 * v / prof["samples"]) for k, v in apps)))
+        notes.append("**{} concurrent replies: asker p99 {:,.1f} ms (target {:g} ms)**: {}.".format(
+            c["n"], p99, TARGET_CAPACITY_P99_MS, "; ".join(causes) if causes else
+            "neither the worker nor the machine is saturated; the tail comes from greenlet scheduling "
+            "(a token waits behind other replies' commits and fan-outs)"))
+    dropped = [c for c in capacity if c["dropped"]]
+    if dropped:
+        notes.append(
+            "**Observers cut at {}**: with one room, every observer socket receives every reply's events, "
+            "and a socket whose writer falls {} events behind (`SOCKET_QUEUE_SIZE`, the app's default) is "
+            "dropped by design so that it reconnects and resyncs; the saturated worker lagged that far "
+            "behind: {}. The observer latency figures of those levels stop at the cut.".format(
+                " and ".join("{} replies".format(c["n"]) for c in dropped), app_default("SOCKET_QUEUE_SIZE"),
+                "; ".join("{} of {} observers at {} replies".format(c["dropped"], c["observers"], c["n"])
+                          for c in dropped)))
+    if idle and idle["per_kb"] > TARGET_IDLE_KB:
+        g = idle.get("greenlet_kb")
+        notes.append(
+            "**Idle socket memory, {:.1f} KB each (target {:g} KB)**: each page socket parks one greenlet, "
+            "the request's own, which is the socket's writer (its frames are read by an event-loop callback); "
+            "a parked greenlet keeps its slice of the C stack and its Python frames on the heap{}. The rest "
+            "is per-connection objects: gunicorn's parsed request and WSGI environ, Flask's request context "
+            "for the upgrade request, the websocket frame protocol state, the hub queue and the socket "
+            "object.".format(
+                idle["per_kb"], TARGET_IDLE_KB,
+                " (measured separately in this run: {:.1f} KB per parked greenlet 20 frames deep)".format(g)
+                if g else ""))
+    return notes

@@ -1,0 +1,157 @@
+"""What crossed the wire: the parts of an asker's event stream and of an
+observer's frames, and when each token's text arrived."""
+import html
+import re
+
+
+_ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>')
+_STATUS_RE = re.compile(r'data-status="(\w+)"')
+_BODY_RE = re.compile(r'id="message-(\d+)-body">(.*?)</div>', re.S)
+APPEND_PREFIX = b'<i hx-swap-oob="beforeend:#message-'
+APPEND_ID_RE = re.compile(rb'<i hx-swap-oob="beforeend:#message-(\d+)-body">')
+
+
+def articles_of(text):
+    """[(id, status)] of the articles in an upsert fragment."""
+    out = []
+    for m in _ARTICLE_RE.finditer(text):
+        status = _STATUS_RE.search(m.group(2))
+        out.append((int(m.group(1)), status.group(1) if status else "?"))
+    return out
+
+
+def sse_events(chunks):
+    """(time of the read that completed it, raw event with its blank line) for
+    each whole event of an event stream read as timed ``chunks``."""
+    buf = b""
+    for t, data in chunks:
+        buf += data
+        while True:
+            cut = buf.find(b"\n\n")
+            if cut < 0:
+                break
+            raw, buf = buf[:cut + 2], buf[cut + 2:]
+            yield t, raw
+
+
+def parse_asker(asker):
+    """What the asker's stream carried, and when its text grew.
+
+    Returns bytes (total, by part), event counts, and ``progress``: a list of
+    (time of the read, characters of reply text received so far)."""
+    out = dict(bytes=0, first_bytes=0, token_bytes=0, whole_bytes=0, final_bytes=0, other_bytes=0,
+               token_escaped_bytes=0, token_text_bytes=0, text=[],
+               token_events=0, whole_events=0, final=None, final_t=None, progress=[], question_id=None)
+    out["bytes"] = sum(len(data) for _, data in asker.chunks)
+    received = 0
+    first = True
+    for t, raw in sse_events(asker.chunks):
+        lines = raw.decode("utf-8").split("\n")
+        datas = []
+        for line in lines:
+            if line.startswith("data:"):
+                value = line[5:]
+                datas.append(value[1:] if value.startswith(" ") else value)
+        if not datas:
+            out["other_bytes"] += len(raw)  # keep-alive comments
+            continue
+        payload = "\n".join(datas)
+        if first:
+            first = False
+            out["first_bytes"] += len(raw)
+            ids = [a for a in articles_of(payload)]
+            users = [i for i, _ in ids if i != asker.reply_id]
+            out["question_id"] = users[0] if users else None
+            continue
+        if payload.startswith("<hx-upsert"):
+            arts = dict(articles_of(payload))
+            status = arts.get(asker.reply_id)
+            if status == "streaming":
+                out["whole_bytes"] += len(raw)
+                out["whole_events"] += 1
+                body = _BODY_RE.search(payload)
+                received = len(html.unescape(body.group(2))) if body else received
+                out["progress"].append((t, received))
+            else:
+                out["final_bytes"] += len(raw)
+                out["final"] = status
+                out["final_t"] = t
+            continue
+        out["token_bytes"] += len(raw)
+        out["token_events"] += 1
+        plain = html.unescape(payload)
+        out["token_escaped_bytes"] += len(payload.encode("utf-8"))
+        out["token_text_bytes"] += len(plain.encode("utf-8"))
+        out["text"].append(plain)
+        received += len(plain)
+        out["progress"].append((t, received))
+    return out
+
+
+def token_latencies(tokens, sent, progress, visible_only=True):
+    """Per token: time its text was first fully received minus the time the
+    fake model sent it. Tokens that are whitespace only are skipped by default:
+    the server holds them until visible text follows (htmx ignores empty swaps)."""
+    return [received - at for at, received, visible in token_pairs(tokens, sent, progress)
+            if visible or not visible_only]
+
+
+def observer_reply(frames, question_id, reply_id, t0):
+    """Everything an observer received for one exchange after ``t0``: bytes by
+    part, the times of appends (in order) and of streaming articles with text."""
+    out = dict(bytes=0, article_bytes=0, append_bytes=0, whole_bytes=0, final_bytes=0, stray_bytes=0,
+               append_escaped_bytes=0, append_text_bytes=0, appends=[], wholes=[], final_t=None, frames=0)
+    ids = {question_id, reply_id}
+    for t, data in frames:
+        if t < t0:
+            continue
+        if data.startswith(APPEND_PREFIX):
+            m = APPEND_ID_RE.match(data)
+            if m and int(m.group(1)) == reply_id:
+                inner = data[m.end():-len(b"</i>")]
+                out["append_escaped_bytes"] += len(inner)
+                out["append_text_bytes"] += len(html.unescape(inner.decode("utf-8")).encode("utf-8"))
+                out["append_bytes"] += len(data)
+                out["bytes"] += len(data)
+                out["frames"] += 1
+                out["appends"].append(t)
+            else:
+                out["stray_bytes"] += len(data)
+            continue
+        arts = articles_of(data.decode("utf-8"))
+        if not any(i in ids for i, _ in arts):
+            out["stray_bytes"] += len(data)
+            continue
+        out["bytes"] += len(data)
+        out["frames"] += 1
+        status = dict(arts).get(reply_id)
+        if status is None or (status == "streaming" and not out["wholes"] and not out["appends"]
+                              and _empty_body(data, reply_id)):
+            out["article_bytes"] += len(data)  # the question, and the reply's empty article
+        elif status == "streaming":
+            out["whole_bytes"] += len(data)
+            out["wholes"].append(t)
+        else:
+            out["final_bytes"] += len(data)
+            out["final_t"] = t
+            break
+    return out
+
+
+def _empty_body(data, reply_id):
+    return ('id="message-{}-body"></div>'.format(reply_id)).encode() in data
+
+
+def token_pairs(tokens, sent, progress):
+    """[(sent, received, visible)] per token, in order, as far as both are known."""
+    out, end, j = [], 0, 0
+    for i, token in enumerate(tokens):
+        end += len(token)
+        if i >= len(sent):
+            break
+        while j < len(progress) and progress[j][1] < end:
+            j += 1
+        if j == len(progress):
+            break
+        out.append((sent[i], progress[j][0], bool(token.strip())))
+    return out
