@@ -40,10 +40,10 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
             escaping = o["append_escaped_bytes"] - o["append_text_bytes"]
             notes.append(
                 "**Observer bytes, {:.2f} × text (target {:g} ×)**: the reply text itself is 1.00 ×; the "
-                "`<i hx-swap-oob=\"beforeend:#message-N-body\">…</i>` wrapper of its {} appends adds {:.2f} × "
+                "out-of-band swap wrappers (`<i hx-swap-oob=\"…:#message-N-body…\">…</i>`) and block tags of its {} appends add {:.2f} × "
                 "({} B each on chunks of {:.0f} B on average: one sentence per chunk); HTML escaping adds "
-                "{:.2f} × (apostrophes become `&#39;`); the final article, which re-sends the whole body "
-                "rendered as Markdown, adds {:.2f} ×; the question's and the empty reply's articles add "
+                "{:.2f} × (apostrophes become `&#39;`); the final article (a status flip around the body the "
+                "page has) adds {:.2f} ×; the question's and the empty reply's articles add "
                 "{:.2f} ×. The completion's re-send alone is {} the target's headroom of {:.2f} ×.".format(
                     ratio, TARGET_OBSERVER_RATIO, frames, wrapper / text, r["wrapper"],
                     o["append_text_bytes"] / frames if frames else 0, escaping / text, o["final_bytes"] / text,
@@ -111,7 +111,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
                           "it had work queued".format(c["cpu"], c["bench_cpu"], c["others_cpu"],
                                                       os.cpu_count(), c["cpu"]))
         if c["misrouted"]:
-            causes.append("{} of the {} replies were asked without their question (an app bug under load, "
+            causes.append("{} of the {} replies were not asked their own question ("
                           "see section 3)".format(c["misrouted"], c["n"]))
         prof = c.get("profile")
         if prof and prof["samples"] > 0:

@@ -17,6 +17,7 @@ from bench.sqltrace import Trace
 from bench.sqltrace import string_literal_bytes
 from bench.stats import ms
 from bench.stats import pct
+from bench.wire import alnum
 from bench.wire import observer_reply
 from bench.wire import parse_asker
 from bench.wire import sse_events
@@ -137,6 +138,6 @@ def direct_read(fake, key):
         if event.get("choices"):
             text = event["choices"][0].get("delta", {}).get("content")
             if text:
-                received += len(text)
+                received += alnum(text)
                 progress.append((t, received))
     return fake.sent([key]).get(key, []), progress

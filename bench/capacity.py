@@ -21,9 +21,12 @@ from bench.stats import ms
 from bench.stats import pct
 from bench.stats import sustained_window
 from bench.wire import APPEND_ID_RE
-from bench.wire import APPEND_PREFIX
 from bench.wire import parse_asker
 from bench.wire import token_pairs
+
+
+def letters(text):
+    return "".join(ch for ch in text if ch.isalnum())
 
 
 def run_capacity(opts, fake, pool, workdir, log):
@@ -69,7 +72,8 @@ def run_capacity(opts, fake, pool, workdir, log):
             # question, or none, and the fake then streams a script of its own.
             streams = dict(fake.sent([a.key for a in askers]))
             streams.update(fake.orphans())
-            by_prefix = {"".join(script_of(k)[0][:12]): k for k, times in streams.items() if times}
+            # Matched on letters and digits: the asker's page shows Markdown drawn as HTML.
+            by_prefix = {letters("".join(script_of(k)[0][:12])): k for k, times in streams.items() if times}
             misrouted = 0
             reasons = {}
             for k in streams:
@@ -78,8 +82,8 @@ def run_capacity(opts, fake, pool, workdir, log):
                     reasons[reason] = reasons.get(reason, 0) + 1
             for a in askers:
                 parsed = parse_asker(a)
-                text = "".join(parsed["text"])
-                key = a.key if text.startswith("".join(a.tokens[:12])) else next(
+                text = letters("".join(parsed["text"]))
+                key = a.key if text.startswith(letters("".join(a.tokens[:12]))) else next(
                     (k for prefix, k in by_prefix.items() if text.startswith(prefix)), None)
                 if key != a.key:
                     misrouted += 1
@@ -127,14 +131,13 @@ def run_capacity(opts, fake, pool, workdir, log):
                 per_reply = {}
                 for t, data in list(o.frames):
                     frames_total += 1
-                    if data.startswith(APPEND_PREFIX):
-                        m = APPEND_ID_RE.match(data)
-                        if m:
-                            rid = int(m.group(1))
-                            seq = per_reply[rid] = per_reply.get(rid, 0) + 1
-                            c = commits.get((rid, seq))
-                            if c is not None:
-                                obs_lat.append(t - c)
+                    m = APPEND_ID_RE.match(data)
+                    if m:
+                        rid = int(m.group(1))
+                        seq = per_reply[rid] = per_reply.get(rid, 0) + 1
+                        c = commits.get((rid, seq))
+                        if c is not None:
+                            obs_lat.append(t - c)
             row = dict(n=n, observers=len(observers), offered=n / opts.cap_token_delay, sent_rate=sent_rate,
                        delivered=delivered / total_span if total_span > 0 else None, steady=steady,
                        p50=ms(pct(lat, 50)), p99=ms(pct(lat, 99)), max=ms(max(lat) if lat else None),

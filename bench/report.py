@@ -6,6 +6,7 @@ import platform
 import sqlite3
 import sys
 
+from bench import crossprocess
 from bench import tables
 from bench.analysis import analysis
 from bench.server import app_default
@@ -21,7 +22,7 @@ from bench.targets import TARGET_IDLE_KB
 from bench.targets import TARGET_OBSERVER_RATIO
 
 
-def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, started, elapsed, argv):
+def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, started, elapsed, argv, xp=None):
     """Write the whole report to ``path``."""
     lines = []
     add = lines.append
@@ -33,6 +34,7 @@ def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, star
     tables.latency(add, opts, baseline, row, plots)
     tables.capacity(add, opts, capacity, plots)
     tables.idle(add, idle)
+    crossprocess.table(add, xp)
     _logs(add, problems)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

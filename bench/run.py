@@ -16,7 +16,9 @@ measurements:
      commit -> received by an observer, against a client that reads the fake
      model directly (same run, same tokens, same pace);
   3. capacity of one worker: N concurrent replies watched by observers;
-  4. memory per idle observer socket.
+  4. memory per idle observer socket;
+  5. chunk commit -> observer across processes: two servers on one
+     PostgreSQL database (needs PostgreSQL installed, as scripts/test.sh does).
 
 Database writes are counted without touching the app: the server runs with
 PYTHONPATH=bench/, whose sitecustomize.py puts a trace callback on every SQLite
@@ -47,6 +49,7 @@ from bench.bandwidth import run_baseline
 from bench.bandwidth import run_mode
 from bench.capacity import run_capacity
 from bench.clients import AskerPool
+from bench.crossprocess import run_crossprocess
 from bench.fake_model import FakeProcess
 from bench.idle import run_idle
 from bench.plots import make_plots
@@ -55,10 +58,10 @@ from bench.targets import MODES
 
 FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10, levels=(10, 50, 100, 200),
             cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
-            client_procs=4)
+            client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
 QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, levels=(10,),
              cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50,
-             client_procs=2)
+             client_procs=2, xp_replies=2, xp_tokens=200, xp_observers=2)
 
 
 def raise_nofile():
@@ -95,7 +98,10 @@ def parse_args(argv):
                         "over (default 4)")
     parser.add_argument("--idle", type=int, help="idle observer sockets for the memory figure (default 500)")
     parser.add_argument("--modes", default=",".join(MODES), help="fan-out modes to measure (default: all three)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: capacity, idle")
+    parser.add_argument("--xp-replies", type=int, help="replies in the cross-process run on PostgreSQL (default 5)")
+    parser.add_argument("--xp-tokens", type=int, help="tokens per reply in the cross-process run (default 500)")
+    parser.add_argument("--xp-observers", type=int, help="observers on each of the two processes (default 5)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: capacity, idle, crossprocess")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic replies")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, SQL logs, gunicorn logs)")
@@ -134,7 +140,7 @@ def main(argv=None):
     meters.LOAD_PIDS[:] = [fake.proc.pid] + ([p.pid for p in pool.procs] if pool else [])
     workdir = tempfile.mkdtemp(prefix="streamchat-bench-")
     problems = {}
-    bw, capacity, idle = [], [], None
+    bw, capacity, idle, xp = [], [], None, None
     try:
         log("bandwidth and latency ({} observers, {} ms/token)".format(opts.observers, opts.token_delay * 1000))
         for mode in opts.modes:
@@ -150,6 +156,9 @@ def main(argv=None):
         if "idle" not in opts.skip and opts.idle:
             log("idle sockets")
             idle, problems["idle"] = run_idle(opts, fake, workdir, log)
+        if "crossprocess" not in opts.skip and opts.xp_replies:
+            log("commit -> observer across processes (PostgreSQL)")
+            xp, problems["crossprocess"] = run_crossprocess(opts, fake, workdir, log)
     finally:
         if pool:
             pool.close()
@@ -163,7 +172,7 @@ def main(argv=None):
     plots = make_plots(out_dir, bw, baseline, capacity, opts)
     shown = [a for a in argv if a != "--keep"]
     write_report(opts.out, opts, bw, baseline, capacity, idle, problems, plots, started,
-                 time.monotonic() - t_start, shown)
+                 time.monotonic() - t_start, shown, xp)
     log("wrote {}{}".format(opts.out, "".join(", " + p for p in plots)))
     return 0
 

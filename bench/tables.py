@@ -154,16 +154,12 @@ def capacity(add, opts, capacity, plots):
         add("")
         bad = [r for r in capacity if r["misrouted"]]
         if bad:
-            add("**App bug seen here**: {}. The worker builds a reply's context from the room's newest "
-                "`CONTEXT_MESSAGES + 1` messages *when the reply's greenlet starts*, then drops those newer "
-                "than the reply (`generation.py`, `Message.recent(...)` filtered by `m.id < reply.id`). When "
-                "more than that many messages were posted in between (a burst of questions on a busy worker), "
-                "the model is asked without the question: with no user message at all, or with an older "
-                "message as the last one. The fake model then cannot tell which reply it is writing (its "
-                "key is in the question), so it streams a made-up reply of the same length under a key of "
-                "its own, and each asker is matched to the stream it really received by its text; the "
-                "latency figures above are therefore still per token, but those replies answered the wrong "
-                "question.".format("; ".join(
+            add("**Replies not asked their own question**: {}. A reply's context is the messages before "
+                "it (`generation.reply_context`), so its question is always the last one the model sees; a "
+                "request without its question's key (no user message, another message last, or a key used "
+                "twice, as a retried request would) gets a made-up reply of the same length from the fake "
+                "model under a key of its own, and each asker is matched to the stream it really received "
+                "by its text, so the latency figures above are still per token.".format("; ".join(
                     "{} of {} replies at {} concurrent ({})".format(
                         r["misrouted"], r["n"], r["n"], ", ".join(
                             "{} {}".format(v, {"none": "with no user message",

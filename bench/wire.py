@@ -1,14 +1,34 @@
 """What crossed the wire: the parts of an asker's event stream and of an
 observer's frames, and when each token's text arrived."""
 import html
+import os
 import re
+import sys
 
+from bench import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from body_model import Body  # noqa: E402  (the same model of a reply body the tests use)
 
 _ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>')
 _STATUS_RE = re.compile(r'data-status="(\w+)"')
 _BODY_RE = re.compile(r'id="message-(\d+)-body">(.*?)</div>', re.S)
-APPEND_PREFIX = b'<i hx-swap-oob="beforeend:#message-'
-APPEND_ID_RE = re.compile(rb'<i hx-swap-oob="beforeend:#message-(\d+)-body">')
+# A chunk's fragment: out-of-band swaps into a reply's body (``rendering.ops_fragment``).
+APPEND_ID_RE = re.compile(rb'\A<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body')
+_OOB_TAG_RE = re.compile(rb'</?(?:i|template)(?: hx-swap-oob="[^"]*")?>')
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def text_of(fragment):
+    """The text an HTML fragment shows (tags dropped, entities decoded)."""
+    return html.unescape(_TAG_RE.sub("", fragment))
+
+
+def alnum(text):
+    """Letters and digits in ``text``: what progress is counted in, since
+    Markdown markup (``**``, line breaks) and HTML tags do not travel as such."""
+    return sum(ch.isalnum() for ch in text)
 
 
 def articles_of(text):
@@ -45,17 +65,26 @@ def parse_asker(asker):
     out["bytes"] = sum(len(data) for _, data in asker.chunks)
     received = 0
     first = True
+    body = Body(asker.reply_id or 0)
+    depth = 0
     for t, raw in sse_events(asker.chunks):
         lines = raw.decode("utf-8").split("\n")
         datas = []
+        name = None
         for line in lines:
             if line.startswith("data:"):
                 value = line[5:]
                 datas.append(value[1:] if value.startswith(" ") else value)
+            elif line.startswith("event:"):
+                name = line[6:].strip()
         if not datas:
             out["other_bytes"] += len(raw)  # keep-alive comments
             continue
         payload = "\n".join(datas)
+        if name == "reply-at":  # where the next plain events go: framing
+            depth = int(payload)
+            out["token_bytes"] += len(raw)
+            continue
         if first:
             first = False
             out["first_bytes"] += len(raw)
@@ -69,8 +98,10 @@ def parse_asker(asker):
             if status == "streaming":
                 out["whole_bytes"] += len(raw)
                 out["whole_events"] += 1
-                body = _BODY_RE.search(payload)
-                received = len(html.unescape(body.group(2))) if body else received
+                found = _BODY_RE.search(payload)
+                if found:
+                    body = Body(asker.reply_id, found.group(2))
+                    received = alnum(text_of(body.html))
                 out["progress"].append((t, received))
             else:
                 out["final_bytes"] += len(raw)
@@ -79,12 +110,17 @@ def parse_asker(asker):
             continue
         out["token_bytes"] += len(raw)
         out["token_events"] += 1
-        plain = html.unescape(payload)
+        plain = text_of(payload)
         out["token_escaped_bytes"] += len(payload.encode("utf-8"))
         out["token_text_bytes"] += len(plain.encode("utf-8"))
-        out["text"].append(plain)
-        received += len(plain)
+        if "hx-swap-oob" in payload:  # a block drawn again: count what the body shows now
+            body.apply_oob(payload)
+            received = alnum(text_of(body.html))
+        else:
+            body.insert(depth, payload)
+            received += alnum(plain)
         out["progress"].append((t, received))
+    out["text"] = [text_of(body.html)]  # the text the asker's page shows
     return out
 
 
@@ -105,12 +141,12 @@ def observer_reply(frames, question_id, reply_id, t0):
     for t, data in frames:
         if t < t0:
             continue
-        if data.startswith(APPEND_PREFIX):
-            m = APPEND_ID_RE.match(data)
-            if m and int(m.group(1)) == reply_id:
-                inner = data[m.end():-len(b"</i>")]
+        m = APPEND_ID_RE.match(data)
+        if m:
+            if int(m.group(1)) == reply_id:
+                inner = _OOB_TAG_RE.sub(b"", data)
                 out["append_escaped_bytes"] += len(inner)
-                out["append_text_bytes"] += len(html.unescape(inner.decode("utf-8")).encode("utf-8"))
+                out["append_text_bytes"] += len(text_of(inner.decode("utf-8")).encode("utf-8"))
                 out["append_bytes"] += len(data)
                 out["bytes"] += len(data)
                 out["frames"] += 1
@@ -146,12 +182,15 @@ def token_pairs(tokens, sent, progress):
     """[(sent, received, visible)] per token, in order, as far as both are known."""
     out, end, j = [], 0, 0
     for i, token in enumerate(tokens):
-        end += len(token)
+        count = alnum(token)
+        end += count
         if i >= len(sent):
             break
         while j < len(progress) and progress[j][1] < end:
             j += 1
         if j == len(progress):
             break
-        out.append((sent[i], progress[j][0], bool(token.strip())))
+        # Progress is counted in letters and digits: a token of only
+        # punctuation or whitespace has no arrival of its own.
+        out.append((sent[i], progress[j][0], count > 0))
     return out
