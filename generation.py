@@ -194,6 +194,11 @@ class Generator:
             else:
                 html = chunk_fragment(reply.id, before, text)
                 self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
+            # Let the page sockets send it before the next chunk: with tokens
+            # queued up (drawing a long block takes longer than they arrive) this
+            # loop would otherwise never yield, and a socket queue that fills
+            # drops the viewer as if it had stopped reading.
+            gevent.sleep(0)
 
         try:
             # The request itself runs in the reader too, so a stop is heard

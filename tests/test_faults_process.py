@@ -8,7 +8,6 @@ only) and many askers with many observers on one worker.  Everything is checked 
 and in the SQLite file the server writes.
 """
 import base64
-import html
 import os
 import resource
 import selectors
@@ -21,13 +20,16 @@ import urllib.request
 
 import pytest
 
+from body_model import Body
 from conftest import LiveServer
 from rendering import render_markdown
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import Socket
+from test_integration import author_body
 from test_integration import chunk_rows
 from test_integration import chunks_of
+from test_integration import fragments_for
 from test_integration import message_row
 from test_integration import parse_append
 from test_integration import parse_upsert
@@ -102,6 +104,29 @@ def markdown_html(text):
     return str(render_markdown(text))
 
 
+def page_body(frames, message_id):
+    """What a page shows of ``message_id`` after applying socket ``frames`` in
+    order, as (status, body html): an article replaces the message (keeping the
+    body the page has when it says so), a chunk's fragment is applied to the body."""
+    status, body = None, None
+    for data in frames:
+        append = parse_append(data)
+        if append:
+            if append[0] == message_id:
+                assert status == "streaming", ("a chunk for a message not shown streaming", data[:200])
+                body.apply_oob(append[1])
+            continue
+        for article in parse_upsert(data):
+            if article["id"] != message_id:
+                continue
+            if article["keeps_body"]:
+                assert body is not None, "the page is told to keep a body it never had"
+            else:
+                body = Body(message_id, article["body_html"])
+            status = article["status"]
+    return status, (body.html if body is not None else None)
+
+
 def children(pid):
     """Child process ids of ``pid`` (Linux)."""
     with open("/proc/{0}/task/{0}/children".format(pid)) as f:
@@ -127,9 +152,16 @@ def read_events(reader, into):
         return type(exc).__name__
 
 
-def stream_text(events):
-    """The reply text an author's stream carried (between the first and last event)."""
-    return "".join(html.unescape(e["data"]) for e in events)
+def read_drawn(reader):
+    """Events up to and including the first one that draws reply text (a
+    ``reply-at`` event only says where the next ones go)."""
+    events = []
+    while True:
+        event = reader.next()
+        assert event is not None, ("the stream ended before any text", events)
+        events.append(event)
+        if event["event"] != "reply-at":
+            return events
 
 
 # -- 1. kill -9 mid-reply ----------------------------------------------------------
@@ -198,7 +230,11 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     # Exactly one settling reaches the page: in its snapshot or as one live event.
     assert [a["status"] for a in articles_of(observer.frames, reply_id)] in (
         ["interrupted"], ["streaming", "interrupted"])
-    assert article["body_html"] == markdown_html(committed)
+    # The page shows what was committed, drawn: the snapshot carries it, or the
+    # settling keeps the body the streaming snapshot drew.
+    assert page_body(observer.frames, reply_id) == ("interrupted", markdown_html(committed))
+    if article["keeps_body"]:
+        assert snapshot_status == "streaming"
     assert "Interrupted" in article["html"] and 'data-action="retry"' in article["html"]
     row = message_row(database_url, reply_id)
     assert row["status"] == "interrupted" and row["body"] == committed
@@ -220,7 +256,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
         reply2 = int(response.headers["X-Reply-Id"])
         events = list(reader)
     assert 'data-status="complete"' in events[-1]["data"], events[-1]["data"][:300]
-    assert stream_text(events[1:-1]) == "".join(tokens2)
+    assert author_body(events, reply2) == markdown_html("".join(tokens2))
     row = message_row(database_url, reply2)
     assert (row["status"], row["body"]) == ("complete", "".join(tokens2))
     assert "reply {} interrupted".format(reply2) not in second.logs()
@@ -229,6 +265,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
         lambda f: (a := articles_of(f, reply2)) and a[-1]["status"] != "streaming" and a, what="reply 2 final"
     )
     assert [a["status"] for a in arts] == ["streaming", "complete"]
+    assert page_body(observer.frames, reply2) == ("complete", markdown_html("".join(tokens2)))
 
 
 # -- 2. SIGTERM ----------------------------------------------------------------------
@@ -249,8 +286,9 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
     with alice.stream("@gpt a short one") as response:
         reader = SSEReader(response)
         reply_id = int(response.headers["X-Reply-Id"])
-        assert 'data-status="streaming"' in reader.next()["data"]
-        first_token = reader.next()["data"]
+        head = [reader.next()]
+        assert 'data-status="streaming"' in head[0]["data"]
+        head += read_drawn(reader)  # the first token is on the page
         os.killpg(server.proc.pid, signal.SIGTERM)  # master and worker, as a platform does
         term_at = time.monotonic()
         events = []
@@ -258,7 +296,7 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
     # The author's stream runs to its end during the graceful period...
     assert ended == "eof"
     assert 'data-status="complete"' in events[-1]["data"], events[-1:]
-    assert html.unescape(first_token) + stream_text(events[:-1]) == reply_text
+    assert author_body(head + events, reply_id) == markdown_html(reply_text)
     # The observer's socket either follows it to the end, or is closed by the
     # stopping server (the page then reconnects to the next process and
     # resyncs); it never just goes quiet.
@@ -270,10 +308,14 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
         time.sleep(0.05)
     arts = articles_of(list(observer.frames), reply_id)
     if arts and arts[-1]["status"] == "complete":
-        assert arts[-1]["body_html"] == markdown_html(reply_text)
+        assert page_body(observer.frames, reply_id) == ("complete", markdown_html(reply_text))
     else:
         assert observer.closed.is_set(), "the observer got neither the final article nor a close"
         assert [a["status"] for a in arts] in ([], ["streaming"]), arts
+        if arts:  # whole chunks so far, drawn
+            chunks = chunks_of(tokens)
+            status, shown = page_body(observer.frames, reply_id)
+            assert shown in [markdown_html("".join(chunks[:i])) for i in range(len(chunks) + 1)], shown
     row = message_row(server.database_url, reply_id)
     assert (row["status"], row["body"]) == ("complete", reply_text)
     assert row["completion_tokens"] == len(tokens)
@@ -505,7 +547,7 @@ def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, socke
             events = list(reader)
         author_done = time.monotonic() - started
         assert 'data-status="complete"' in events[-1]["data"]
-        assert stream_text(events[1:-1]) == reply_text
+        assert author_body(events, reply_id) == markdown_html(reply_text)
 
         # The normal viewer got every append and the final article, in time.
         def final(frames):
@@ -519,8 +561,9 @@ def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, socke
         poller.join(15)
     frames = observer.frames[1:]
     appends = [parse_append(f) for f in frames]
-    assert [html.unescape(a[1]) for a in appends if a] == expected
+    assert [a[1] for a in appends if a] == fragments_for(reply_id, expected)
     assert [a["status"] for a in articles_of(frames, reply_id)] == ["streaming", "complete"]
+    assert page_body(frames, reply_id) == ("complete", markdown_html(reply_text))
     assert len(frames) == 1 + 1 + sentences + 1  # question, empty reply, appends, final
     assert observer_done < author_done + 2, (author_done, observer_done)
     assert author_done < 15, author_done
@@ -666,39 +709,59 @@ def in_threads(fn, items, workers=32):
         return list(pool.map(fn, items))
 
 
-def page_model(frames, watch):
+def drawings(text):
+    """{html: length of the shortest prefix of ``text`` drawn as that html}: every
+    state a page may show of a reply streaming towards ``text``."""
+    out = {}
+    for n in range(len(text) + 1):
+        out.setdefault(markdown_html(text[:n]), n)
+    return out
+
+
+def page_model(frames, watch, drawn):
     """Apply an observer's frames the way the page does; for each reply in
-    ``watch`` (id -> final text) check that its streaming text only ever grows
-    along the final text.  Returns ({id: final article html}, {id: finals seen},
-    {id: streamed text when the final came})."""
+    ``watch`` (id -> final text; ``drawn``: id -> its ``drawings``) check that
+    while it streams the page only ever shows it drawn from a prefix of its final
+    text, never shorter than before.  Returns ({id: (final article html, body
+    html shown)}, {id: finals seen}, {id: body html shown when the final came})."""
     shown, finals, streamed = {}, {}, {}
     for data in frames:
         append = parse_append(data)
         if append:
-            message_id, text = append
-            assert shown.get(message_id, {}).get("status") == "streaming", ("append to a settled article", data)
-            shown[message_id]["text"] += html.unescape(text)
+            message_id, fragment = append
+            page = shown.get(message_id, {})
+            assert page.get("status") == "streaming", ("append to a settled article", data)
+            page["body"].apply_oob(fragment)
             updated = [message_id]
         else:
             updated = []
             for article in parse_upsert(data):
                 message_id = article["id"]
-                if article["status"] == "streaming":
-                    shown[message_id] = {"status": "streaming", "text": html.unescape(article["body_html"])}
+                before = shown.get(message_id, {})
+                if article["keeps_body"]:
+                    assert "body" in before, ("kept a body the page never had", article["html"])
+                    body = before["body"]
                 else:
-                    before = shown.get(message_id, {})
-                    if message_id in watch and article["status"] == "complete":
+                    body = Body(message_id, article["body_html"])
+                if message_id in watch and article["status"] != "streaming":
+                    if article["status"] == "complete":
                         finals[message_id] = finals.get(message_id, 0) + 1
-                        if before.get("status") == "streaming":
-                            streamed[message_id] = before["text"]
-                    shown[message_id] = {"status": article["status"], "html": article["html"]}
+                    if before.get("status") == "streaming":
+                        streamed[message_id] = before["body"].html
+                shown[message_id] = {"status": article["status"], "body": body, "html": article["html"],
+                                     "at": before.get("at", 0)}
                 updated.append(message_id)
         for message_id in updated:
-            if message_id in watch and shown[message_id]["status"] == "streaming":
-                assert watch[message_id].startswith(shown[message_id]["text"]), (
-                    "reply {} shows text that is not a prefix of its final text: {!r}".format(
-                        message_id, shown[message_id]["text"][-120:]))
-    return {i: shown.get(i, {}).get("html") for i in watch}, finals, streamed
+            page = shown[message_id]
+            if message_id in watch and page["status"] == "streaming":
+                at = drawn[message_id].get(page["body"].html)
+                assert at is not None, "reply {} shows a body that is no prefix of its final text drawn: {!r}".format(
+                    message_id, page["body"].html[-120:])
+                assert at >= page["at"], "reply {} went back from {} to {} characters".format(
+                    message_id, page["at"], at)
+                page["at"] = at
+    return ({i: (shown[i]["html"], shown[i]["body"].html) if i in shown else None for i in watch},
+            finals, streamed)
 
 
 def test_load_50_askers_250_observers(tmp_path, fake_llm, servers):
@@ -772,7 +835,7 @@ def test_load_50_askers_250_observers(tmp_path, fake_llm, servers):
             assert [(a["id"], a["status"]) for a in final] == [(reply_id, "complete")], events[-1]["data"][:300]
             row = message_row(server.database_url, reply_id)
             assert row["status"] == "complete"
-            assert stream_text(events[1:-1]) == row["body"], i
+            assert author_body(events, reply_id) == markdown_html(row["body"]), i
             reply_ids[reply_id] = (row["body"], final[0]["html"])
         assert len(reply_ids) == askers_n
         assert sorted(body for body, _ in reply_ids.values()) == sorted(replies)  # each reply once
@@ -784,13 +847,15 @@ def test_load_50_askers_250_observers(tmp_path, fake_llm, servers):
         observers_done = time.monotonic() - burst
         assert not observers.closed, "{} observers were cut under load".format(len(observers.closed))
         watch = {reply_id: body for reply_id, (body, _) in reply_ids.items()}
-        expected_html = {reply_id: final_html for reply_id, (_, final_html) in reply_ids.items()}
+        drawn = {reply_id: drawings(body) for reply_id, body in watch.items()}
+        full = {reply_id: markdown_html(body) for reply_id, body in watch.items()}
+        expected = {reply_id: (final_html, full[reply_id]) for reply_id, (_, final_html) in reply_ids.items()}
         for n in range(observers_n):
-            final_html, finals, streamed = page_model(observers.frames(n)[1:], watch)
-            assert final_html == expected_html, "observer {} differs".format(n)
+            shows, finals, streamed = page_model(observers.frames(n)[1:], watch, drawn)
+            assert shows == expected, "observer {} differs".format(n)
             assert finals == {i: 1 for i in watch}, "observer {}: final articles {}".format(n, finals)
-            # Each reply's appends had brought the whole text before its final article.
-            assert streamed == watch, "observer {} missed appends".format(n)
+            # Each reply's appends had drawn the whole text before its final article.
+            assert streamed == full, "observer {} missed appends".format(n)
     finally:
         observers.close()
 
