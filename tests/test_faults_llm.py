@@ -363,8 +363,22 @@ def test_stop_then_retry(live_server, ws_open):
     assert llm.client_closed_early == [True, False]
 
     done = wait_article(observer, reply_id, "complete")
-    assert html.unescape(done["body_html"]).strip() == "<p>A fresh answer this time.</p>", "a retried reply is sent whole"
     assert notice(done["html"]) is None and 'data-action="retry"' not in done["html"]
+    # The observer's page followed the retry (its new empty article, the appends,
+    # the settle around them) and shows the fresh answer.
+    status, shown = None, None
+    for data in list(observer.frames):
+        append = parse_append(data)
+        if append:
+            if append[0] == reply_id and shown is not None:
+                shown.apply_oob(data)
+            continue
+        for article in parse_upsert(data):
+            if article["id"] == reply_id:
+                status = article["status"]
+                if not article["keeps_body"]:
+                    shown = Body(reply_id, article["body_html"])
+    assert status == "complete" and shown.html.strip() == "<p>A fresh answer this time.</p>"
 
 
 # -- 5. keep-alives while the model thinks ---------------------------------------------
@@ -524,7 +538,9 @@ def test_second_ask_while_streaming_is_refused(live_server):
         page = html.unescape(result.body)
         assert "@gpt is still answering you" in page and "@gpt second question" in page
         assert count_messages(live_server) == before, "a refused post was stored"
-        assert len(llm.requests) == 1
+        wait_until(lambda: llm.requests, 3, message="the first question to reach the model")
+        time.sleep(0.2)
+        assert len(llm.requests) == 1, "a refused post reached the model"
 
         # A plain message is fine meanwhile, and so is another session's ask.
         assert alice.say("just chatting") > reply_id
