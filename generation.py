@@ -39,6 +39,8 @@ _DONE = object()
 _STOP = object()  # the asker pressed Stop
 _INTERRUPT = object()  # the process is shutting down
 
+NO_TEXT = "The model returned no text. Try again, or ask in other words."
+
 
 class Generation:
     """The in-memory side of one reply in flight: who is listening to it."""
@@ -205,6 +207,12 @@ class Generator:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if not parts:
+                    # Small models often open with blank lines: a reply starts
+                    # at its first visible character, for every viewer alike.
+                    item = item.lstrip()
+                    if not item:
+                        continue
                 if ttft is None:
                     ttft = int((time.monotonic() - started) * 1000)
                 parts.append(item)
@@ -219,6 +227,10 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
+            if not parts:
+                # Finished without one visible character: say so, offer Retry.
+                self._finish(generation, reply, FAILED, "", ttft, upstream.usage, error=NO_TEXT)
+                return
             self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage)
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)

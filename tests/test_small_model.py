@@ -1,0 +1,154 @@
+"""What a small model does, handled: replies with no text, leading blank lines
+and whitespace-only tokens, replies that never end a sentence. Replies come
+from the scripted model.
+"""
+import re
+
+import gevent
+import pytest
+
+from generation import NO_TEXT
+from models import Chunk
+from models import Message
+from providers import TokenStream
+from test_views import STREAM
+from test_views import open_page
+from test_views import post
+from test_views import sse_events
+
+
+def ask(client, text="@gpt hello"):
+    """Post a question over SSE; returns (reply id, the stream's event data)."""
+    _, token = open_page(client)
+    response = post(client, token, text, STREAM)
+    return int(response.headers["X-Reply-Id"]), sse_events(response)
+
+
+def drain(subscription):
+    """Every event a hub subscription has queued so far."""
+    events = []
+    while not subscription.queue.empty():
+        events.append(subscription.queue.get_nowait())
+    return events
+
+
+def the_reply(app, reply_id):
+    with app.app_context():
+        return Message.get_by_id(reply_id)
+
+
+# -- a reply with no text ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens", [[], ["\n"], ["\n\n", " ", "\t"]])
+def test_a_reply_with_no_text_says_so_instead_of_an_empty_bubble(client, app, provider, tokens):
+    provider.enqueue(tokens)
+    watcher = app.extensions["chat"]["hub"].subscribe("lobby")
+    reply_id, events = ask(client)
+
+    assert len(events) == 2, "no token event at all: {!r}".format(events)
+    final = events[-1]
+    assert 'data-status="failed"' in final
+    assert '<p class="message-notice" role="status">{}</p>'.format(NO_TEXT) in final
+    assert 'data-action="retry"' in final
+    assert re.search(r'id="message-{}-body"></div>'.format(reply_id), final), "the body is empty, not blank"
+    reply = the_reply(app, reply_id)
+    assert (reply.status, reply.body, reply.error) == ("failed", "", NO_TEXT)
+    # Observers: no append, the same failed article.
+    seen = drain(watcher)
+    assert [e.kind for e in seen if e.message_id == reply_id] == ["article", "article"]
+    assert NO_TEXT in seen[-1].html
+
+
+def test_a_reply_with_no_text_can_be_retried(client, app, provider):
+    provider.enqueue(["\n"])
+    reply_id, _ = ask(client)
+    _, token = open_page(client)
+    provider.enqueue(["Second", " try", "."])
+    assert client.post("/messages/{}/retry".format(reply_id), headers={"HX-Request": "true", "X-CSRF-Token": token}).status_code == 204
+    with app.app_context():
+        assert wait(lambda: Message.get_by_id(reply_id).status == "complete")
+        reply = Message.get_by_id(reply_id)
+    assert (reply.body, reply.error) == ("Second try.", None)
+
+
+def wait(predicate, timeout=5.0):
+    deadline = gevent.get_hub().loop.now() + timeout
+    while gevent.get_hub().loop.now() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(0.01)
+    return False
+
+
+# -- odd whitespace ------------------------------------------------------------------
+
+
+def test_leading_blank_lines_and_whitespace_tokens_make_no_empty_swaps(client, app, provider):
+    tokens = ["\n", "\n", " ", " Sure", ".", "\n", "\n", " ", "Next", " line", " ", "\t", " ends", ".", "\n"]
+    provider.enqueue(tokens)
+    watcher = app.extensions["chat"]["hub"].subscribe("lobby")
+    reply_id, events = ask(client)
+
+    middle = events[1:-1]
+    assert middle and all(e.strip() for e in middle), "no whitespace-only swap: {!r}".format(middle)
+    assert not middle[0][0].isspace(), "the reply starts at its first visible character"
+    # Trailing whitespace is sent only with a token that follows it.
+    assert "".join(middle).rstrip() == "Sure.\n\n Next line \t ends."
+    reply = the_reply(app, reply_id)
+    assert reply.status == "complete" and reply.body == "Sure.\n\n Next line \t ends.\n"
+    appends = [e.html for e in drain(watcher) if e.kind == "append"]
+    texts = [re.match(r"<i [^>]*>(.*)</i>\Z", html, re.S).group(1) for html in appends]
+    assert texts and all(t.strip() for t in texts)
+    assert not texts[0][0].isspace()
+    assert "".join(texts).rstrip() == "Sure.\n\n Next line \t ends."
+
+
+# -- replies that never end a sentence ---------------------------------------------------
+
+
+def test_a_reply_without_sentence_ends_is_committed_by_the_size_cap(client, app, provider):
+    app.extensions["chat"]["generator"].size_cap = 120
+    words = [" word{}".format(i) for i in range(300)]  # no punctuation, no blank line
+    provider.enqueue(words)
+    watcher = app.extensions["chat"]["hub"].subscribe("lobby")
+    reply_id, _ = ask(client)
+    appends = [e for e in drain(watcher) if e.kind == "append" and e.message_id == reply_id]
+    assert len(appends) >= len("".join(words)) // 120 - 1
+    texts = [re.match(r"<i [^>]*>(.*)</i>\Z", e.html, re.S).group(1) for e in appends]
+    assert all(len(t) <= 120 for t in texts)
+    assert "".join(texts) == "".join(words).lstrip()
+    assert the_reply(app, reply_id).body == "".join(words).lstrip()
+
+
+class SlowProvider:
+    """A model that takes ``delay`` seconds per token and never ends a sentence."""
+
+    model = "slow"
+
+    def __init__(self, tokens, delay):
+        self.tokens, self.delay = tokens, delay
+
+    def stream(self, messages):
+        def tokens():
+            for token in self.tokens:
+                gevent.sleep(self.delay)
+                yield token
+
+        return TokenStream(tokens())
+
+
+def test_a_slow_reply_without_sentence_ends_is_committed_by_the_time_cap(client, app):
+    generator = app.extensions["chat"]["generator"]
+    generator.time_cap = 0.2
+    generator.provider = SlowProvider([" and"] * 12, delay=0.05)  # 0.6 s, 48 characters
+    watcher = app.extensions["chat"]["hub"].subscribe("lobby")
+    _, token = open_page(client)
+    assert post(client, token, "@gpt go on", {"HX-Request": "true"}).status_code == 200  # no stream: returns at once
+    with app.app_context():
+        reply_id = Message.get(Message.role == "assistant").id
+        assert wait(lambda: Chunk.select().where(Chunk.message == reply_id).exists(), 2)
+        assert Message.get_by_id(reply_id).status == "streaming", "committed while the reply still streams"
+        assert wait(lambda: Message.get_by_id(reply_id).status == "complete", 3)
+    appends = [e for e in drain(watcher) if e.kind == "append" and e.message_id == reply_id]
+    assert 2 <= len(appends) <= 5, "about one commit per 0.2 s: {}".format(len(appends))
