@@ -32,6 +32,7 @@ ENV_SETTINGS = {
     "OPENAI_API_KEY": str,
     "OPENAI_BASE_URL": str,
     "OPENAI_MODEL": str,
+    "LLM_CONTEXT_TOKENS": int,
     "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
     "MAX_MESSAGE_LENGTH": int,
     "MAX_TOKENS": int,
@@ -84,6 +85,7 @@ def create_app(test_config=None):
         OPENAI_API_KEY=None,
         OPENAI_BASE_URL=None,
         OPENAI_MODEL="gpt-4o-mini",
+        LLM_CONTEXT_TOKENS=None,  # the model's context window; None: unlimited
         SEED_DEMO=True,
         PAGE_MESSAGES=100,
         CONTEXT_MESSAGES=20,

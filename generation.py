@@ -27,6 +27,7 @@ from models import db
 from models import utcnow
 from providers import StreamCut
 from providers import build_context
+from providers import fit_context
 from rendering import append_fragment
 from rendering import render_message
 from rendering import upsert
@@ -85,6 +86,7 @@ class Generator:
         self.size_cap = config["CHUNK_SIZE_CAP"]
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
+        self.max_tokens = config["MAX_TOKENS"]
         self.heartbeat = config["HEARTBEAT_INTERVAL"]
         # "append" is this design; the other two emulate the designs it improves
         # on and exist only so the benchmark can measure them through this server.
@@ -144,9 +146,18 @@ class Generator:
             generation.finished = True
             self.running.pop(reply.id, None)
 
+    def prompt_budget(self):
+        """Tokens the prompt may take in the model's context window, the rest
+        being left for the reply (0: no limit)."""
+        window = getattr(self.provider, "context_tokens", 0) or 0
+        if window <= 0:
+            return 0
+        return window - min(self.max_tokens, window // 2)
+
     def _generate(self, generation, reply):
-        messages = reply_context(reply, self.context_messages)
+        messages, dropped = fit_context(reply_context(reply, self.context_messages), self.prompt_budget())
         reply.model = getattr(self.provider, "model", None)
+        reply.note = left_out_note(dropped)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
         seq = 0
@@ -257,6 +268,7 @@ class Generator:
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
                 error=error,
+                note=reply.note,
                 stream_page=None,
             ).where((Message.id == reply.id) & (Message.status == STREAMING)).execute()
             if settled:
@@ -298,6 +310,15 @@ class Upstream:
         """Close the upstream response: the model stops spending tokens."""
         if self.stream is not None:
             self.stream.close()
+
+
+def left_out_note(dropped):
+    """What a reply says when history was left out to fit the model's context."""
+    if not dropped:
+        return None
+    if dropped == 1:
+        return "The oldest message was left out to fit the model's context."
+    return "The {} oldest messages were left out to fit the model's context.".format(dropped)
 
 
 def describe_error(exc):

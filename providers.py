@@ -40,11 +40,22 @@ class TokenStream:
 class OpenAIProvider:
     """Chat Completions streaming through the ``openai`` SDK."""
 
-    def __init__(self, api_key, model, base_url=None, timeout=60.0, connect_timeout=10.0, max_tokens=1024):
+    def __init__(
+        self,
+        api_key,
+        model,
+        base_url=None,
+        timeout=60.0,
+        connect_timeout=10.0,
+        max_tokens=1024,
+        context_tokens=0,
+    ):
         import openai  # imported lazily: the demo model needs none of it
 
         self.model = model
         self.max_tokens = max_tokens
+        # The server's context window in tokens (0: large enough not to matter).
+        self.context_tokens = context_tokens
         # ``timeout`` bounds each wait for the next bytes (so a silent model is
         # given up on), ``connect_timeout`` the connection itself.
         self.client = openai.OpenAI(
@@ -201,6 +212,7 @@ def make_provider(config):
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
             max_tokens=config["MAX_TOKENS"],
+            context_tokens=config.get("LLM_CONTEXT_TOKENS") or 0,
         )
     return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])
 
@@ -215,3 +227,26 @@ def build_context(history, system_prompt=SYSTEM_PROMPT):
         else:
             messages.append({"role": "user", "content": "{}: {}".format(message.author, message.body)})
     return messages
+
+
+def estimate_tokens(message):
+    """A cheap, deliberately high guess at the tokens a chat message takes: one
+    per three bytes of UTF-8 (tokenizers average about four characters per
+    token in English and close to one per character in CJK scripts), plus the
+    turn's own markers."""
+    return len(message["content"].encode("utf-8")) // 3 + 4
+
+
+def fit_context(messages, budget):
+    """Drop the oldest history until ``messages`` fit ``budget`` tokens (by
+    ``estimate_tokens``); the system prompt (first) and the question (last)
+    always stay. Returns (messages, how many were dropped)."""
+    if budget <= 0 or len(messages) <= 2:
+        return messages, 0
+    head, history, question = messages[:1], list(messages[1:-1]), messages[-1:]
+    total = sum(estimate_tokens(m) for m in messages)
+    dropped = 0
+    while history and total > budget:
+        total -= estimate_tokens(history.pop(0))
+        dropped += 1
+    return head + history + question, dropped

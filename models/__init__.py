@@ -16,6 +16,8 @@ from peewee import Model
 from peewee import SqliteDatabase
 from peewee import TextField
 from playhouse.db_url import connect as connect_url
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate
 
 db = DatabaseProxy()
 
@@ -73,6 +75,9 @@ class Message(BaseModel):
     completion_tokens = IntegerField(null=True)
     ttft_ms = IntegerField(null=True)
     error = TextField(null=True)
+    # A remark shown under a finished reply (e.g. history left out to fit
+    # the model's context window).
+    note = TextField(null=True)
 
     class Meta:
         indexes = ((("room", "id"), False),)
@@ -120,7 +125,7 @@ class Message(BaseModel):
         query = Message.update(
             status=STREAMING, body="", error=None, completed_at=None, active_at=utcnow(),
             prompt_tokens=None, completion_tokens=None, ttft_ms=None, stream_page=None,
-            claimed_by=owner,
+            claimed_by=owner, note=None,
         ).where((Message.id == self.id) & (Message.status.in_(RETRYABLE)))
         return query.execute() == 1
 
@@ -187,9 +192,17 @@ def init_db(url):
 
 
 def create_tables():
-    """Create the schema if it is missing (safe to run repeatedly)."""
+    """Create the schema if it is missing (safe to run repeatedly), and add the
+    nullable columns that a database made by an older version lacks."""
     with db.connection_context():
         db.create_tables(MODELS, safe=True)
+        for model in MODELS:
+            table = model._meta.table_name
+            have = {c.name for c in db.get_columns(table)}
+            missing = [f for f in model._meta.sorted_fields if f.column_name not in have and f.null]
+            if missing:
+                migrator = SchemaMigrator.from_database(db.obj)
+                migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """What a small model does, handled: replies with no text, leading blank lines
-and whitespace-only tokens, replies that never end a sentence. Replies come
-from the scripted model.
+and whitespace-only tokens, replies that never end a sentence, and a context
+window the room's history overflows. Replies come from the scripted model.
 """
 import re
 
@@ -10,7 +10,12 @@ import pytest
 from generation import NO_TEXT
 from models import Chunk
 from models import Message
+from models import create_tables
+from models import db
+from providers import SYSTEM_PROMPT
 from providers import TokenStream
+from providers import estimate_tokens
+from providers import fit_context
 from test_views import STREAM
 from test_views import open_page
 from test_views import post
@@ -152,3 +157,73 @@ def test_a_slow_reply_without_sentence_ends_is_committed_by_the_time_cap(client,
         assert wait(lambda: Message.get_by_id(reply_id).status == "complete", 3)
     appends = [e for e in drain(watcher) if e.kind == "append" and e.message_id == reply_id]
     assert 2 <= len(appends) <= 5, "about one commit per 0.2 s: {}".format(len(appends))
+
+
+# -- a context window the history overflows ------------------------------------------------
+
+
+def test_fit_context_drops_the_oldest_history_and_never_the_question():
+    system = {"role": "system", "content": "s" * 30}
+    history = [{"role": "user", "content": "m{:02d} ".format(i) + "x" * 56} for i in range(10)]  # 24 tokens each
+    question = {"role": "user", "content": "q" * 300}  # 104 tokens: alone over half the budget
+    messages = [system] + history + [question]
+    assert [estimate_tokens(m) for m in (system, history[0], question)] == [14, 24, 104]
+
+    fitted, dropped = fit_context(messages, 200)
+    assert fitted[0] is system and fitted[-1] is question
+    assert fitted[1:-1] == history[-3:] and dropped == 7
+    assert sum(estimate_tokens(m) for m in fitted) <= 200
+
+    assert fit_context(messages, 0) == (messages, 0), "no window, no trimming"
+    assert fit_context(messages, 10_000) == (messages, 0)
+    # Too small for even the question: it is still sent, alone with the prompt.
+    assert fit_context(messages, 50) == ([system, question], 10)
+
+
+def test_estimate_is_high_for_english_and_cjk():
+    english = "The quick brown fox jumps over the lazy dog near the river bank today."
+    assert estimate_tokens({"content": english}) >= 16 + 4  # about 16 real tokens
+    assert estimate_tokens({"content": "你好世界" * 10}) >= 40  # about one token per character
+
+
+def test_history_is_trimmed_to_the_window_and_the_reply_says_so(client, app, provider):
+    app.extensions["chat"]["generator"].max_tokens = 100
+    provider.context_tokens = 600  # prompt budget: 600 - min(100, 300) = 500 tokens
+    with app.app_context():
+        for i in range(15):  # within CONTEXT_MESSAGES, so only the window trims
+            Message.create(room="lobby", author="Bo", role="user", body="old message {} ".format(i) + "y" * 100)
+    provider.enqueue(["Fine", "."])
+    reply_id, events = ask(client, "@gpt " + "what now? " * 20)
+
+    sent = provider.requests[0]
+    assert sent[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert sent[-1]["content"].endswith(": @gpt " + ("what now? " * 20).strip())
+    assert sum(estimate_tokens(m) for m in sent) <= 500
+    kept = [m["content"] for m in sent[1:-1]]
+    assert kept and kept[-1].startswith("Bo: old message 14 "), "the newest history stays"
+    dropped = 15 - len(kept)
+    assert dropped > 1
+    note = "The {} oldest messages were left out to fit the model&#39;s context.".format(dropped)
+    assert '<p class="message-note">{}</p>'.format(note) in events[-1]
+    reply = the_reply(app, reply_id)
+    assert reply.status == "complete" and reply.note == note.replace("&#39;", "'")
+    assert note in client.get("/").get_data(as_text=True), "the note stays after a reload"
+
+
+def test_nothing_is_trimmed_without_a_window(client, app, provider):
+    with app.app_context():
+        for i in range(15):
+            Message.create(room="lobby", author="Bo", role="user", body="y" * 3000)
+    reply_id, events = ask(client)
+    assert len(provider.requests[0]) == 17
+    assert "message-note" not in events[-1]
+    assert the_reply(app, reply_id).note is None
+
+
+def test_an_old_database_gains_the_note_column(app):
+    with app.app_context(), db.connection_context():
+        db.execute_sql("ALTER TABLE message DROP COLUMN note")
+        assert "note" not in {c.name for c in db.get_columns("message")}
+    create_tables()
+    with app.app_context(), db.connection_context():
+        assert "note" in {c.name for c in db.get_columns("message")}
