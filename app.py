@@ -33,6 +33,7 @@ ENV_SETTINGS = {
     "OPENAI_BASE_URL": str,
     "OPENAI_MODEL": str,
     "LLM_CONTEXT_TOKENS": int,
+    "LLM_RETRY_SECONDS": float,
     "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
     "MAX_MESSAGE_LENGTH": int,
     "MAX_TOKENS": int,
@@ -86,6 +87,7 @@ def create_app(test_config=None):
         OPENAI_BASE_URL=None,
         OPENAI_MODEL="gpt-4o-mini",
         LLM_CONTEXT_TOKENS=None,  # the model's context window; None: unlimited
+        LLM_RETRY_SECONDS=None,  # how long to retry a model server that is starting; None: 0
         SEED_DEMO=True,
         PAGE_MESSAGES=100,
         CONTEXT_MESSAGES=20,

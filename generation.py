@@ -25,6 +25,7 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
+from providers import ModelNotReady
 from providers import StreamCut
 from providers import build_context
 from providers import fit_context
@@ -323,6 +324,10 @@ def left_out_note(dropped):
 
 def describe_error(exc):
     """A human-readable reason for a failed reply, with no keys or internals."""
+    if isinstance(exc, ModelNotReady):
+        return "The model's server did not answer for {:g} s: it may still be starting. Try again in a moment.".format(
+            exc.seconds
+        )
     status = getattr(exc, "status_code", None)
     if status == 401:
         return "The model provider rejected the API key."

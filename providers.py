@@ -7,6 +7,7 @@ tokens; afterwards ``usage`` holds token counts when the server sent them;
 """
 import random
 import re
+import time
 
 import gevent
 
@@ -19,6 +20,15 @@ SYSTEM_PROMPT = (
 
 class StreamCut(Exception):
     """The upstream stream ended without saying the reply was finished."""
+
+
+class ModelNotReady(Exception):
+    """The model's server kept refusing connections (or answering 503) for as
+    long as a reply waits for it: it is down, or still loading."""
+
+    def __init__(self, seconds):
+        super().__init__("no answer for {:g} s".format(seconds))
+        self.seconds = seconds
 
 
 class TokenStream:
@@ -48,12 +58,16 @@ class OpenAIProvider:
         timeout=60.0,
         connect_timeout=10.0,
         max_tokens=1024,
+        retry_seconds=0.0,
         context_tokens=0,
     ):
         import openai  # imported lazily: the demo model needs none of it
 
         self.model = model
         self.max_tokens = max_tokens
+        # A server that is still starting refuses connections: keep trying it
+        # for this long before the reply fails (0: fail at once).
+        self.retry_seconds = retry_seconds
         # The server's context window in tokens (0: large enough not to matter).
         self.context_tokens = context_tokens
         # ``timeout`` bounds each wait for the next bytes (so a silent model is
@@ -66,7 +80,7 @@ class OpenAIProvider:
         )
 
     def stream(self, messages):
-        response = self.client.chat.completions.create(
+        response = self._open(
             model=self.model,
             messages=messages,
             stream=True,
@@ -99,6 +113,30 @@ class OpenAIProvider:
 
         token_stream._tokens = tokens()
         return token_stream
+
+    def _open(self, **request):
+        """Send the request; while the server refuses connections or answers
+        503 (a llama.cpp server loading its model), retry with backoff for up
+        to ``retry_seconds``. Nothing has streamed yet, so a retry is safe."""
+        import openai
+
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return self.client.chat.completions.create(**request)
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                # A timeout is a server that is up but slow: not worth waiting again.
+                starting = (
+                    getattr(exc, "status_code", 503) == 503 and not isinstance(exc, openai.APITimeoutError)
+                )
+                left = deadline - time.monotonic()
+                if not starting or self.retry_seconds <= 0:
+                    raise
+                if left <= 0:
+                    raise ModelNotReady(self.retry_seconds) from exc
+            gevent.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
 
 
 _DEMO_REPLIES = [
@@ -212,6 +250,7 @@ def make_provider(config):
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
             max_tokens=config["MAX_TOKENS"],
+            retry_seconds=config.get("LLM_RETRY_SECONDS") or 0.0,
             context_tokens=config.get("LLM_CONTEXT_TOKENS") or 0,
         )
     return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])

@@ -1,18 +1,25 @@
-"""What a small model does, handled: replies with no text, leading blank lines
-and whitespace-only tokens, replies that never end a sentence, and a context
-window the room's history overflows. Replies come from the scripted model.
+"""What a small local model does, handled: replies with no text, leading blank
+lines and whitespace-only tokens, replies that never end a sentence, a context
+window the room's history overflows, and a server that is still loading.
+
+Replies come from the scripted model, or from the real ``openai`` SDK talking
+to the fake OpenAI-compatible server.
 """
 import re
+import threading
 
 import gevent
 import pytest
 
+from conftest import free_port
+from fake_openai import FakeOpenAI
 from generation import NO_TEXT
 from models import Chunk
 from models import Message
 from models import create_tables
 from models import db
 from providers import SYSTEM_PROMPT
+from providers import OpenAIProvider
 from providers import TokenStream
 from providers import estimate_tokens
 from providers import fit_context
@@ -227,3 +234,70 @@ def test_an_old_database_gains_the_note_column(app):
     create_tables()
     with app.app_context(), db.connection_context():
         assert "note" in {c.name for c in db.get_columns("message")}
+
+
+# -- a server that is still loading ------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_provider(app):
+    """Puts the real SDK provider in the app, aimed at ``base_url``."""
+    made = []
+
+    def make(base_url, retry_seconds):
+        provider = OpenAIProvider(
+            api_key="local", model="m", base_url=base_url, timeout=5, connect_timeout=2, retry_seconds=retry_seconds
+        )
+        app.extensions["chat"]["generator"].provider = provider
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.client.close()
+
+
+def test_a_server_that_starts_late_is_waited_for(client, app, sdk_provider):
+    port = free_port()  # nothing listens yet: connections are refused
+    sdk_provider("http://127.0.0.1:{}/v1".format(port), retry_seconds=10)
+    fake = FakeOpenAI(port=port, token_delay=0)
+    fake.enqueue(["Ready", " now", "."])
+    timer = threading.Timer(1.0, fake.start)
+    timer.start()
+    try:
+        reply_id, events = ask(client)
+    finally:
+        timer.join()
+        fake.stop()
+    assert "".join(events[1:-1]) == "Ready now."
+    assert the_reply(app, reply_id).status == "complete"
+
+
+def test_a_loading_server_answering_503_is_retried(client, app, sdk_provider, fake_llm):
+    sdk_provider(fake_llm.base_url, retry_seconds=10)
+    fake_llm.enqueue([], status=503)
+    fake_llm.enqueue([], status=503)
+    fake_llm.enqueue(["Loaded", "."])
+    reply_id, events = ask(client)
+    assert "".join(events[1:-1]) == "Loaded."
+    assert len(fake_llm.requests) == 3
+    assert the_reply(app, reply_id).status == "complete"
+
+
+def test_a_server_that_never_comes_up_fails_the_reply_in_time(client, app, sdk_provider):
+    sdk_provider("http://127.0.0.1:{}/v1".format(free_port()), retry_seconds=1.5)
+    started = gevent.get_hub().loop.now()
+    reply_id, events = ask(client)
+    elapsed = gevent.get_hub().loop.now() - started
+    assert 1.4 < elapsed < 4, elapsed
+    expected = "The model&#39;s server did not answer for 1.5 s: it may still be starting. Try again in a moment."
+    assert expected in events[-1] and 'data-status="failed"' in events[-1]
+    assert the_reply(app, reply_id).status == "failed"
+
+
+def test_other_errors_are_not_retried(client, app, sdk_provider, fake_llm):
+    sdk_provider(fake_llm.base_url, retry_seconds=10)
+    fake_llm.enqueue([], status=500)
+    reply_id, events = ask(client)
+    assert len(fake_llm.requests) == 1
+    assert "The model provider had an error (500). Try again." in events[-1]
