@@ -32,6 +32,8 @@ ENV_SETTINGS = {
     "OPENAI_API_KEY": str,
     "OPENAI_BASE_URL": str,
     "OPENAI_MODEL": str,
+    "LLM": str,
+    "LLM_PORT": int,
     "LLM_CONTEXT_TOKENS": int,
     "LLM_RETRY_SECONDS": float,
     "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
@@ -86,8 +88,10 @@ def create_app(test_config=None):
         OPENAI_API_KEY=None,
         OPENAI_BASE_URL=None,
         OPENAI_MODEL="gpt-4o-mini",
-        LLM_CONTEXT_TOKENS=None,  # the model's context window; None: unlimited
-        LLM_RETRY_SECONDS=None,  # how long to retry a model server that is starting; None: 0
+        LLM=None,  # "local": the Procfile's llm process (llama.cpp) instead of OpenAI
+        LLM_PORT=8001,
+        LLM_CONTEXT_TOKENS=None,  # the model's window; None: 4096 with LLM=local, else unlimited
+        LLM_RETRY_SECONDS=None,  # how long to retry a server that is starting; None: 20 s local, else 0
         SEED_DEMO=True,
         PAGE_MESSAGES=100,
         CONTEXT_MESSAGES=20,

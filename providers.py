@@ -18,6 +18,15 @@ SYSTEM_PROMPT = (
 )
 
 
+# The local model: the name the Procfile's ``llm`` process serves it under,
+# the context size it is started with, and how long a reply waits for that
+# server to come up (it refuses connections while it loads).
+LOCAL_MODEL = "gemma-3-270m"
+LOCAL_CONTEXT_TOKENS = 4096
+LOCAL_RETRY_SECONDS = 20.0
+LLM_CHOICES = ("local",)
+
+
 class StreamCut(Exception):
     """The upstream stream ended without saying the reply was finished."""
 
@@ -60,6 +69,7 @@ class OpenAIProvider:
         max_tokens=1024,
         retry_seconds=0.0,
         context_tokens=0,
+        system_role=True,
     ):
         import openai  # imported lazily: the demo model needs none of it
 
@@ -70,6 +80,9 @@ class OpenAIProvider:
         self.retry_seconds = retry_seconds
         # The server's context window in tokens (0: large enough not to matter).
         self.context_tokens = context_tokens
+        # False for chat formats that drop a system message (llama.cpp's
+        # "gemma"): the prompt then travels in the first user turn.
+        self.system_role = system_role
         # ``timeout`` bounds each wait for the next bytes (so a silent model is
         # given up on), ``connect_timeout`` the connection itself.
         self.client = openai.OpenAI(
@@ -80,6 +93,8 @@ class OpenAIProvider:
         )
 
     def stream(self, messages):
+        if not self.system_role:
+            messages = fold_system_prompt(messages)
         response = self._open(
             model=self.model,
             messages=messages,
@@ -241,7 +256,26 @@ class DemoProvider:
 
 
 def make_provider(config):
-    """The provider the configuration asks for: OpenAI with a key, else the demo."""
+    """The provider the configuration asks for: the local model's server with
+    ``LLM=local``, else OpenAI with a key, else the demo."""
+    llm = config.get("LLM") or None
+    if llm is not None and llm not in LLM_CHOICES:
+        raise ValueError("LLM must be one of {} or unset, not {!r}".format(", ".join(LLM_CHOICES), llm))
+    retry = config.get("LLM_RETRY_SECONDS")
+    if llm == "local":
+        # The Procfile's llm process: llama.cpp's OpenAI-compatible server on
+        # loopback. It wants no key, but the SDK needs one.
+        return OpenAIProvider(
+            api_key="local",
+            model=LOCAL_MODEL,
+            base_url="http://127.0.0.1:{}/v1".format(config["LLM_PORT"]),
+            timeout=config["LLM_TIMEOUT"],
+            connect_timeout=config["LLM_CONNECT_TIMEOUT"],
+            max_tokens=config["MAX_TOKENS"],
+            retry_seconds=LOCAL_RETRY_SECONDS if retry is None else retry,
+            context_tokens=config.get("LLM_CONTEXT_TOKENS") or LOCAL_CONTEXT_TOKENS,
+            system_role=False,
+        )
     if config.get("OPENAI_API_KEY"):
         return OpenAIProvider(
             api_key=config["OPENAI_API_KEY"],
@@ -250,7 +284,7 @@ def make_provider(config):
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
             max_tokens=config["MAX_TOKENS"],
-            retry_seconds=config.get("LLM_RETRY_SECONDS") or 0.0,
+            retry_seconds=retry or 0.0,
             context_tokens=config.get("LLM_CONTEXT_TOKENS") or 0,
         )
     return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])
@@ -266,6 +300,19 @@ def build_context(history, system_prompt=SYSTEM_PROMPT):
         else:
             messages.append({"role": "user", "content": "{}: {}".format(message.author, message.body)})
     return messages
+
+
+def fold_system_prompt(messages):
+    """The messages with the system prompt moved to the front of the first
+    user turn, for chat formats that have no system role."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    for i, message in enumerate(rest):
+        if message["role"] == "user":
+            rest[i] = {"role": "user", "content": "{}\n\n{}".format(system, message["content"])}
+            return rest
+    return [{"role": "user", "content": system}] + rest
 
 
 def estimate_tokens(message):

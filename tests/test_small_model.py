@@ -3,14 +3,19 @@ lines and whitespace-only tokens, replies that never end a sentence, a context
 window the room's history overflows, and a server that is still loading.
 
 Replies come from the scripted model, or from the real ``openai`` SDK talking
-to the fake OpenAI-compatible server.
+to the fake OpenAI-compatible server; the setting ``LLM=local`` is checked
+against the Procfile's ``llm`` process.
 """
+import os
 import re
+import shlex
 import threading
 
 import gevent
 import pytest
 
+from app import create_app
+from conftest import ROOT
 from conftest import free_port
 from fake_openai import FakeOpenAI
 from generation import NO_TEXT
@@ -18,11 +23,15 @@ from models import Chunk
 from models import Message
 from models import create_tables
 from models import db
+from providers import LOCAL_CONTEXT_TOKENS
+from providers import LOCAL_MODEL
 from providers import SYSTEM_PROMPT
 from providers import OpenAIProvider
 from providers import TokenStream
 from providers import estimate_tokens
 from providers import fit_context
+from providers import fold_system_prompt
+from providers import make_provider
 from test_views import STREAM
 from test_views import open_page
 from test_views import post
@@ -301,3 +310,59 @@ def test_other_errors_are_not_retried(client, app, sdk_provider, fake_llm):
     reply_id, events = ask(client)
     assert len(fake_llm.requests) == 1
     assert "The model provider had an error (500). Try again." in events[-1]
+
+
+# -- LLM=local and the Procfile's llm process -----------------------------------------------
+
+
+def test_llm_local_points_the_sdk_at_the_llm_process(tmp_path):
+    app = create_app(
+        {"DATABASE_URL": "sqlite:///{}".format(tmp_path / "t.db"), "SECRET_KEY": "t", "WATCHDOG_INTERVAL": 0,
+         "LLM": "local", "OPENAI_API_KEY": "sk-real-key", "LLM_PORT": 9123}
+    )
+    provider = app.extensions["chat"]["generator"].provider
+    try:
+        assert str(provider.client.base_url) == "http://127.0.0.1:9123/v1/"
+        assert provider.client.api_key == "local", "a hosted key is never sent to the local server"
+        assert provider.model == LOCAL_MODEL
+        assert provider.context_tokens == LOCAL_CONTEXT_TOKENS
+        assert provider.retry_seconds > 0 and provider.system_role is False
+        assert app.extensions["chat"]["generator"].prompt_budget() == LOCAL_CONTEXT_TOKENS - 1024
+    finally:
+        provider.client.close()
+
+
+def test_unknown_llm_setting_is_refused():
+    with pytest.raises(ValueError, match="LLM must be"):
+        make_provider({"LLM": "llama"})
+
+
+def test_without_a_system_role_the_prompt_opens_the_first_user_turn(client, app, sdk_provider, fake_llm):
+    sdk_provider(fake_llm.base_url, retry_seconds=0).system_role = False
+    ask(client, "@gpt who are you?")
+    sent = fake_llm.requests[0]["messages"]
+    assert [m["role"] for m in sent] == ["user"]
+    assert sent[0]["content"].startswith(SYSTEM_PROMPT + "\n\n") and sent[0]["content"].endswith(": @gpt who are you?")
+    assert fold_system_prompt([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]
+
+
+def procfile_line(name):
+    with open(os.path.join(ROOT, "Procfile")) as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line[len(name) + 1:].strip()
+    raise AssertionError("no {} process in the Procfile".format(name))
+
+
+def test_the_procfile_llm_process_matches_the_apps_defaults(app):
+    args = shlex.split(procfile_line("llm"))
+    assert args[:3] == ["python", "-m", "llama_cpp.server"]
+    options = dict(zip(args[3::2], args[4::2]))
+    assert options["--host"] == "127.0.0.1", "loopback only"
+    assert options["--port"] == "${{LLM_PORT:-{}}}".format(app.config["LLM_PORT"])
+    assert options["--n_ctx"] == "${{LLM_CONTEXT_TOKENS:-{}}}".format(LOCAL_CONTEXT_TOKENS)
+    assert options["--model_alias"] == LOCAL_MODEL
+    assert options["--chat_format"] == "gemma"
+    assert options["--model"] == "$(python -m local_model)"
+    # Queue concurrent replies instead of cutting the one streaming.
+    assert options["--interrupt_requests"] == "False"
