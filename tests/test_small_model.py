@@ -356,10 +356,12 @@ def procfile_line(name):
 
 def test_the_procfile_llm_process_matches_the_apps_defaults(app):
     args = shlex.split(procfile_line("llm"))
-    assert args[:3] == ["python", "-m", "llama_cpp.server"]
-    options = dict(zip(args[3::2], args[4::2]))
-    assert options["--host"] == "127.0.0.1", "loopback only"
-    assert options["--port"] == "${{LLM_PORT:-{}}}".format(app.config["LLM_PORT"])
+    # llama_cpp.server takes its address from HOST and PORT before its --host
+    # and --port flags, and honcho and hosts set PORT for every process.
+    assert args[:2] == ["HOST=127.0.0.1", "PORT=${{LLM_PORT:-{}}}".format(app.config["LLM_PORT"])], "loopback only"
+    assert args[2:5] == ["python", "-m", "llama_cpp.server"]
+    options = dict(zip(args[5::2], args[6::2]))
+    assert "--host" not in options and "--port" not in options
     assert options["--n_ctx"] == "${{LLM_CONTEXT_TOKENS:-{}}}".format(LOCAL_CONTEXT_TOKENS)
     assert options["--model_alias"] == LOCAL_MODEL
     assert options["--chat_format"] == "gemma"
