@@ -96,7 +96,7 @@ def create_app(test_config=None):
         PAGE_MESSAGES=100,
         CONTEXT_MESSAGES=20,
         MAX_MESSAGE_LENGTH=4000,
-        MAX_TOKENS=1024,
+        MAX_TOKENS=None,  # a reply's length cap; None: 1024, or 256 with LLM=local
         LLM_TIMEOUT=60.0,
         LLM_CONNECT_TIMEOUT=10.0,
         DEMO_TOKEN_DELAY=0.03,

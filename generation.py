@@ -25,6 +25,7 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
+from providers import MAX_TOKENS
 from providers import ModelNotReady
 from providers import StreamCut
 from providers import build_context
@@ -87,7 +88,7 @@ class Generator:
         self.size_cap = config["CHUNK_SIZE_CAP"]
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
-        self.max_tokens = config["MAX_TOKENS"]
+        self.max_tokens = config.get("MAX_TOKENS") or MAX_TOKENS
         self.heartbeat = config["HEARTBEAT_INTERVAL"]
         # "append" is this design; the other two emulate the designs it improves
         # on and exist only so the benchmark can measure them through this server.
@@ -153,7 +154,8 @@ class Generator:
         window = getattr(self.provider, "context_tokens", 0) or 0
         if window <= 0:
             return 0
-        return window - min(self.max_tokens, window // 2)
+        reply = getattr(self.provider, "max_tokens", None) or self.max_tokens
+        return window - min(reply, window // 2)
 
     def _generate(self, generation, reply):
         messages, dropped = fit_context(reply_context(reply, self.context_messages), self.prompt_budget())

@@ -18,12 +18,18 @@ SYSTEM_PROMPT = (
 )
 
 
+# A reply's length cap in tokens when MAX_TOKENS is not set.
+MAX_TOKENS = 1024
+
 # The local model: the name the Procfile's ``llm`` process serves it under,
 # the context size it is started with, and how long a reply waits for that
 # server to come up (it refuses connections while it loads).
 LOCAL_MODEL = "gemma-3-270m"
 LOCAL_CONTEXT_TOKENS = 4096
 LOCAL_RETRY_SECONDS = 20.0
+# Gemma 3 270M (a base model) rarely stops by itself: a shorter cap keeps one
+# reply from holding the single llama.cpp server for minutes.
+LOCAL_MAX_TOKENS = 256
 LLM_CHOICES = ("local",)
 
 
@@ -66,7 +72,7 @@ class OpenAIProvider:
         base_url=None,
         timeout=60.0,
         connect_timeout=10.0,
-        max_tokens=1024,
+        max_tokens=MAX_TOKENS,
         retry_seconds=0.0,
         context_tokens=0,
         system_role=True,
@@ -271,7 +277,7 @@ def make_provider(config):
             base_url="http://127.0.0.1:{}/v1".format(config["LLM_PORT"]),
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
-            max_tokens=config["MAX_TOKENS"],
+            max_tokens=config.get("MAX_TOKENS") or LOCAL_MAX_TOKENS,
             retry_seconds=LOCAL_RETRY_SECONDS if retry is None else retry,
             context_tokens=config.get("LLM_CONTEXT_TOKENS") or LOCAL_CONTEXT_TOKENS,
             system_role=False,
@@ -283,7 +289,7 @@ def make_provider(config):
             base_url=config.get("OPENAI_BASE_URL"),
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
-            max_tokens=config["MAX_TOKENS"],
+            max_tokens=config.get("MAX_TOKENS") or MAX_TOKENS,
             retry_seconds=retry or 0.0,
             context_tokens=config.get("LLM_CONTEXT_TOKENS") or 0,
         )

@@ -24,6 +24,7 @@ from models import Message
 from models import create_tables
 from models import db
 from providers import LOCAL_CONTEXT_TOKENS
+from providers import LOCAL_MAX_TOKENS
 from providers import LOCAL_MODEL
 from providers import SYSTEM_PROMPT
 from providers import OpenAIProvider
@@ -327,7 +328,8 @@ def test_llm_local_points_the_sdk_at_the_llm_process(tmp_path):
         assert provider.model == LOCAL_MODEL
         assert provider.context_tokens == LOCAL_CONTEXT_TOKENS
         assert provider.retry_seconds > 0 and provider.system_role is False
-        assert app.extensions["chat"]["generator"].prompt_budget() == LOCAL_CONTEXT_TOKENS - 1024
+        assert provider.max_tokens == LOCAL_MAX_TOKENS
+        assert app.extensions["chat"]["generator"].prompt_budget() == LOCAL_CONTEXT_TOKENS - LOCAL_MAX_TOKENS
     finally:
         provider.client.close()
 
