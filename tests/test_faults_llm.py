@@ -505,6 +505,9 @@ def test_second_ask_while_streaming_is_refused(live_server):
         page = html.unescape(result.body)
         assert "@gpt is still answering you" in page and "@gpt second question" in page
         assert count_messages(live_server) == before, "a refused post was stored"
+        # The first reply's request is made by its own greenlet: it may reach
+        # the fake model after these posts were answered.
+        wait_until(lambda: llm.requests, 5, message="the first question to reach the model")
         assert len(llm.requests) == 1
 
         # A plain message is fine meanwhile, and so is another session's ask.
