@@ -37,6 +37,10 @@ ENV_SETTINGS = {
     "OPENAI_API_KEY": str,
     "OPENAI_BASE_URL": str,
     "OPENAI_MODEL": str,
+    "LLM": str,
+    "LLM_PORT": int,
+    "LLM_CONTEXT_TOKENS": int,
+    "LLM_RETRY_SECONDS": float,
     "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
     "MAX_MESSAGE_LENGTH": int,
     "MAX_TOKENS": int,
@@ -98,11 +102,15 @@ def create_app(test_config=None):
         OPENAI_API_KEY=None,
         OPENAI_BASE_URL=None,
         OPENAI_MODEL="gpt-4o-mini",
+        LLM=None,  # "local": the Procfile's llm process (llama.cpp) instead of OpenAI
+        LLM_PORT=8001,
+        LLM_CONTEXT_TOKENS=None,  # the model's window; None: 4096 with LLM=local, else unlimited
+        LLM_RETRY_SECONDS=None,  # how long to retry a server that is starting; None: 20 s local, else 0
         SEED_DEMO=True,
         PAGE_MESSAGES=100,
         CONTEXT_MESSAGES=20,
         MAX_MESSAGE_LENGTH=4000,
-        MAX_TOKENS=1024,
+        MAX_TOKENS=None,  # a reply's length cap; None: 1024, or 256 with LLM=local
         LLM_TIMEOUT=60.0,
         LLM_CONNECT_TIMEOUT=10.0,
         DEMO_TOKEN_DELAY=0.03,

@@ -28,8 +28,11 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
+from providers import MAX_TOKENS
+from providers import ModelNotReady
 from providers import StreamCut
 from providers import build_context
+from providers import fit_context
 from rendering import chunk_fragment
 from rendering import render_message
 from rendering import upsert
@@ -41,6 +44,8 @@ FANOUT_MODES = ("append", "whole-per-chunk", "whole-per-token")
 _DONE = object()
 _STOP = object()  # the asker pressed Stop
 _INTERRUPT = object()  # the process is shutting down
+
+NO_TEXT = "The model returned no text. Try again, or ask in other words."
 
 
 class Generation:
@@ -89,6 +94,7 @@ class Generator:
         self.size_cap = config["CHUNK_SIZE_CAP"]
         self.time_cap = config["CHUNK_TIME_CAP"]
         self.context_messages = config["CONTEXT_MESSAGES"]
+        self.max_tokens = config.get("MAX_TOKENS") or MAX_TOKENS
         self.heartbeat = config["HEARTBEAT_INTERVAL"]
         self.retry_for = config["DB_RETRY_FOR"]
         # "append" is this design; the other two emulate the designs it improves
@@ -152,12 +158,23 @@ class Generator:
             if not db.is_closed():  # a connection opened by a stray query goes back to the pool
                 db.close()
 
+    def prompt_budget(self):
+        """Tokens the prompt may take in the model's context window, the rest
+        being left for the reply (0: no limit)."""
+        window = getattr(self.provider, "context_tokens", 0) or 0
+        if window <= 0:
+            return 0
+        reply = getattr(self.provider, "max_tokens", None) or self.max_tokens
+        return window - min(reply, window // 2)
+
     def _generate(self, generation, reply):
         # Each write checks a connection out of the pool and returns it: none is
         # held while the model is thinking.
         with db.connection_context():
-            messages = reply_context(reply, self.context_messages)
+            history = reply_context(reply, self.context_messages)
+        messages, dropped = fit_context(history, self.prompt_budget())
         reply.model = getattr(self.provider, "model", None)
+        reply.note = left_out_note(dropped)
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
         committed = []  # the text of every chunk committed so far
@@ -230,6 +247,12 @@ class Generator:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if not parts:
+                    # Small models often open with blank lines: a reply starts
+                    # at its first visible character, for every viewer alike.
+                    item = item.lstrip()
+                    if not item:
+                        continue
                 if ttft is None:
                     ttft = int((time.monotonic() - started) * 1000)
                 parts.append(item)
@@ -248,6 +271,10 @@ class Generator:
                     commit(chunk)
             reader.join()
             commit(chunker.flush())
+            if not parts:
+                # Finished without one visible character: say so, offer Retry.
+                self._finish(generation, reply, FAILED, "", ttft, upstream.usage, committed, error=NO_TEXT)
+                return
             self._finish(generation, reply, COMPLETE, "".join(parts), ttft, upstream.usage, committed)
         except Exception as exc:
             log.warning("reply %s failed: %r", reply.id, exc)
@@ -309,6 +336,7 @@ class Generator:
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
                 error=error,
+                note=reply.note,
                 stream_page=None,
             ).where(
                 (Message.id == reply.id) & (Message.status == STREAMING) & (Message.claimed_by == self.worker_id)
@@ -370,8 +398,21 @@ class Upstream:
             self.stream.close()
 
 
+def left_out_note(dropped):
+    """What a reply says when history was left out to fit the model's context."""
+    if not dropped:
+        return None
+    if dropped == 1:
+        return "The oldest message was left out to fit the model's context."
+    return "The {} oldest messages were left out to fit the model's context.".format(dropped)
+
+
 def describe_error(exc):
     """A human-readable reason for a failed reply, with no keys or internals."""
+    if isinstance(exc, ModelNotReady):
+        return "The model's server did not answer for {:g} s: it may still be starting. Try again in a moment.".format(
+            exc.seconds
+        )
     status = getattr(exc, "status_code", None)
     if status == 401:
         return "The model provider rejected the API key."

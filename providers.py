@@ -7,6 +7,7 @@ tokens; afterwards ``usage`` holds token counts when the server sent them;
 """
 import random
 import re
+import time
 
 import gevent
 
@@ -17,8 +18,32 @@ SYSTEM_PROMPT = (
 )
 
 
+# A reply's length cap in tokens when MAX_TOKENS is not set.
+MAX_TOKENS = 1024
+
+# The local model: the name the Procfile's ``llm`` process serves it under,
+# the context size it is started with, and how long a reply waits for that
+# server to come up (it refuses connections while it loads).
+LOCAL_MODEL = "gemma-3-270m"
+LOCAL_CONTEXT_TOKENS = 4096
+LOCAL_RETRY_SECONDS = 20.0
+# Gemma 3 270M (a base model) rarely stops by itself: a shorter cap keeps one
+# reply from holding the single llama.cpp server for minutes.
+LOCAL_MAX_TOKENS = 256
+LLM_CHOICES = ("local",)
+
+
 class StreamCut(Exception):
     """The upstream stream ended without saying the reply was finished."""
+
+
+class ModelNotReady(Exception):
+    """The model's server kept refusing connections (or answering 503) for as
+    long as a reply waits for it: it is down, or still loading."""
+
+    def __init__(self, seconds):
+        super().__init__("no answer for {:g} s".format(seconds))
+        self.seconds = seconds
 
 
 class TokenStream:
@@ -40,11 +65,30 @@ class TokenStream:
 class OpenAIProvider:
     """Chat Completions streaming through the ``openai`` SDK."""
 
-    def __init__(self, api_key, model, base_url=None, timeout=60.0, connect_timeout=10.0, max_tokens=1024):
+    def __init__(
+        self,
+        api_key,
+        model,
+        base_url=None,
+        timeout=60.0,
+        connect_timeout=10.0,
+        max_tokens=MAX_TOKENS,
+        retry_seconds=0.0,
+        context_tokens=0,
+        system_role=True,
+    ):
         import openai  # imported lazily: the demo model needs none of it
 
         self.model = model
         self.max_tokens = max_tokens
+        # A server that is still starting refuses connections: keep trying it
+        # for this long before the reply fails (0: fail at once).
+        self.retry_seconds = retry_seconds
+        # The server's context window in tokens (0: large enough not to matter).
+        self.context_tokens = context_tokens
+        # False for chat formats that drop a system message (llama.cpp's
+        # "gemma"): the prompt then travels in the first user turn.
+        self.system_role = system_role
         # ``timeout`` bounds each wait for the next bytes (so a silent model is
         # given up on), ``connect_timeout`` the connection itself.
         self.client = openai.OpenAI(
@@ -55,7 +99,9 @@ class OpenAIProvider:
         )
 
     def stream(self, messages):
-        response = self.client.chat.completions.create(
+        if not self.system_role:
+            messages = fold_system_prompt(messages)
+        response = self._open(
             model=self.model,
             messages=messages,
             stream=True,
@@ -88,6 +134,30 @@ class OpenAIProvider:
 
         token_stream._tokens = tokens()
         return token_stream
+
+    def _open(self, **request):
+        """Send the request; while the server refuses connections or answers
+        503 (a llama.cpp server loading its model), retry with backoff for up
+        to ``retry_seconds``. Nothing has streamed yet, so a retry is safe."""
+        import openai
+
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return self.client.chat.completions.create(**request)
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                # A timeout is a server that is up but slow: not worth waiting again.
+                starting = (
+                    getattr(exc, "status_code", 503) == 503 and not isinstance(exc, openai.APITimeoutError)
+                )
+                left = deadline - time.monotonic()
+                if not starting or self.retry_seconds <= 0:
+                    raise
+                if left <= 0:
+                    raise ModelNotReady(self.retry_seconds) from exc
+            gevent.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
 
 
 _DEMO_REPLIES = [
@@ -192,7 +262,26 @@ class DemoProvider:
 
 
 def make_provider(config):
-    """The provider the configuration asks for: OpenAI with a key, else the demo."""
+    """The provider the configuration asks for: the local model's server with
+    ``LLM=local``, else OpenAI with a key, else the demo."""
+    llm = config.get("LLM") or None
+    if llm is not None and llm not in LLM_CHOICES:
+        raise ValueError("LLM must be one of {} or unset, not {!r}".format(", ".join(LLM_CHOICES), llm))
+    retry = config.get("LLM_RETRY_SECONDS")
+    if llm == "local":
+        # The Procfile's llm process: llama.cpp's OpenAI-compatible server on
+        # loopback. It wants no key, but the SDK needs one.
+        return OpenAIProvider(
+            api_key="local",
+            model=LOCAL_MODEL,
+            base_url="http://127.0.0.1:{}/v1".format(config["LLM_PORT"]),
+            timeout=config["LLM_TIMEOUT"],
+            connect_timeout=config["LLM_CONNECT_TIMEOUT"],
+            max_tokens=config.get("MAX_TOKENS") or LOCAL_MAX_TOKENS,
+            retry_seconds=LOCAL_RETRY_SECONDS if retry is None else retry,
+            context_tokens=config.get("LLM_CONTEXT_TOKENS") or LOCAL_CONTEXT_TOKENS,
+            system_role=False,
+        )
     if config.get("OPENAI_API_KEY"):
         return OpenAIProvider(
             api_key=config["OPENAI_API_KEY"],
@@ -200,7 +289,9 @@ def make_provider(config):
             base_url=config.get("OPENAI_BASE_URL"),
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
-            max_tokens=config["MAX_TOKENS"],
+            max_tokens=config.get("MAX_TOKENS") or MAX_TOKENS,
+            retry_seconds=retry or 0.0,
+            context_tokens=config.get("LLM_CONTEXT_TOKENS") or 0,
         )
     return DemoProvider(token_delay=config["DEMO_TOKEN_DELAY"], first_token_delay=config["DEMO_FIRST_TOKEN_DELAY"])
 
@@ -215,3 +306,39 @@ def build_context(history, system_prompt=SYSTEM_PROMPT):
         else:
             messages.append({"role": "user", "content": "{}: {}".format(message.author, message.body)})
     return messages
+
+
+def fold_system_prompt(messages):
+    """The messages with the system prompt moved to the front of the first
+    user turn, for chat formats that have no system role."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    for i, message in enumerate(rest):
+        if message["role"] == "user":
+            rest[i] = {"role": "user", "content": "{}\n\n{}".format(system, message["content"])}
+            return rest
+    return [{"role": "user", "content": system}] + rest
+
+
+def estimate_tokens(message):
+    """A cheap, deliberately high guess at the tokens a chat message takes: one
+    per three bytes of UTF-8 (tokenizers average about four characters per
+    token in English and close to one per character in CJK scripts), plus the
+    turn's own markers."""
+    return len(message["content"].encode("utf-8")) // 3 + 4
+
+
+def fit_context(messages, budget):
+    """Drop the oldest history until ``messages`` fit ``budget`` tokens (by
+    ``estimate_tokens``); the system prompt (first) and the question (last)
+    always stay. Returns (messages, how many were dropped)."""
+    if budget <= 0 or len(messages) <= 2:
+        return messages, 0
+    head, history, question = messages[:1], list(messages[1:-1]), messages[-1:]
+    total = sum(estimate_tokens(m) for m in messages)
+    dropped = 0
+    while history and total > budget:
+        total -= estimate_tokens(history.pop(0))
+        dropped += 1
+    return head + history + question, dropped

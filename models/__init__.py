@@ -83,6 +83,9 @@ class Message(BaseModel):
     # A Stop posted to a process that does not run this reply: the process that
     # does stops it (it is told at once on PostgreSQL, and checks on reconnect).
     stop_requested = BooleanField(default=False)
+    # A remark shown under a finished reply (e.g. history left out to fit
+    # the model's context window).
+    note = TextField(null=True)
 
     class Meta:
         indexes = ((("room", "id"), False),)
@@ -130,7 +133,7 @@ class Message(BaseModel):
         query = Message.update(
             status=STREAMING, body="", error=None, completed_at=None, active_at=utcnow(),
             prompt_tokens=None, completion_tokens=None, ttft_ms=None, stream_page=None,
-            claimed_by=owner,
+            claimed_by=owner, note=None,
         ).where((Message.id == self.id) & (Message.status.in_(RETRYABLE)))
         return query.execute() == 1
 

@@ -17,6 +17,12 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e ".[test]"
+
+# --- local model (tests/test_local_model.py): llama.cpp's server and Gemma 3
+# 270M. The first run compiles llama-cpp-python (minutes); later runs reuse
+# the cached wheel.
+bash scripts/install-local.sh
+# --- end local model
 status=0
 echo "== the suite on SQLite"
 .venv/bin/python -m pytest "$@" || status=$?

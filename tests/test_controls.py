@@ -68,7 +68,7 @@ def test_stop_closes_upstream_keeps_text_and_marks_stopped(app, client):
     assert wait_for(lambda: reply_of(app).status == "stopped")
     stopped = reply_of(app)
     assert slow.closed, "the upstream request was closed"
-    assert stopped.body.startswith(" word0. word1. word2.")
+    assert stopped.body.startswith("word0. word1. word2."), "a reply starts at its first visible character"
     assert Chunk.select().where(Chunk.message == reply.id).count() == 0
     assert 'data-action="retry"' in client.get("/").get_data(as_text=True)
 

@@ -5,7 +5,6 @@ mid-reply. Every page must end exact.
 
 These run in the PostgreSQL pass of ``scripts/test.sh`` (``TEST_DATABASE=postgres``).
 """
-import html
 import time
 
 import psycopg
@@ -16,10 +15,15 @@ from conftest import LiveServer
 from conftest import postgres_server
 from test_faults_llm import control
 from test_faults_llm import wait_article
+from body_model import Body
+from test_integration import ARTICLE_RE
+from test_integration import BODY_RE
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import Socket
+from test_integration import author_body
 from test_integration import chunks_of
+from test_integration import fragments_for
 from test_integration import message_row
 from test_integration import parse_append
 from test_integration import parse_upsert
@@ -90,31 +94,37 @@ def observe(ws_open, server, author, watcher):
 
 def replay(frames, reply_id):
     """What a page shows of ``reply_id`` after applying ``frames`` in order, as
-    (status, body html): articles replace the whole message, appends add to it."""
+    (status, body html): articles replace the message (a settle keeps the
+    body), appends apply their swaps to the body."""
     status, body = None, None
     for data in frames:
         append = parse_append(data)
         if append:
             if append[0] == reply_id and body is not None:
-                body += append[1]
+                body.apply_oob(data)
             continue
         for article in parse_upsert(data):
             if article["id"] == reply_id:
-                status, body = article["status"], article["body_html"]
-    return status, body
+                status = article["status"]
+                if not article["keeps_body"] or body is None:
+                    body = Body(reply_id, article["body_html"])
+    return status, body.html if body is not None else None
 
 
-def assert_sentences(appends, tokens):
+def assert_sentences(appends, reply_id, tokens):
     """Sentence-level growth: one append per committed chunk, in order. The last
     may be missing on another process: when the reply settles before that
     process re-reads the chunk, the final article carries it instead."""
-    chunks = chunks_of(tokens)
-    assert appends == chunks[: len(appends)] and len(appends) >= len(chunks) - 1, appends
+    expected = fragments_for(reply_id, chunks_of(tokens))
+    assert appends == expected[: len(appends)] and len(appends) >= len(expected) - 1, appends
 
 
-def final_body(sock, reply_id, timeout=15):
-    article = wait_article(sock, reply_id, "complete", timeout)
-    return article["body_html"]
+def final_body(sock, reply_id, status="complete", timeout=15):
+    """The reply's body as the page shows it once the reply has ``status``."""
+    wait_article(sock, reply_id, status, timeout)
+    shown_status, body = replay(sock.frames, reply_id)
+    assert shown_status == status
+    return body
 
 
 def stream_all(browser, text):
@@ -128,9 +138,10 @@ def stream_all(browser, text):
 def fresh_body(server, reply_id):
     """The reply's body as a fresh page load on ``server`` renders it."""
     page = Browser(server).load()
-    marker = 'id="message-{}-body">'.format(reply_id)
-    start = page.index(marker) + len(marker)
-    return page[start:page.index("</div>", start)]
+    for match in ARTICLE_RE.finditer(page):
+        if int(match.group(1)) == reply_id:
+            return BODY_RE.search(match.group(3)).group(4)
+    raise AssertionError("reply {} is not on the page".format(reply_id))
 
 
 # -- two processes, one database ---------------------------------------------------
@@ -147,15 +158,12 @@ def test_observer_on_another_process_sees_every_sentence(servers, ws_open):
     tokens = slow_tokens(5)
     a.llm.enqueue(tokens, delay=0.05)
     reply_id, events = stream_all(alice, "@gpt five sentences please")
-    assert "".join(html.unescape(e["data"]) for e in events if e["event"] is None and "<" not in e["data"])
-
     body = final_body(observer, reply_id)
+    assert author_body(events, reply_id) == body, "the asker's page and the observer's agree"
     frames = observer.frames[1:]
     # The question and the empty reply, one append per committed sentence, the final.
-    appends = [html.unescape(parse_append(f)[1]) for f in frames if parse_append(f)]
-    assert_sentences(appends, tokens)
-    status, replayed = replay(frames, reply_id)
-    assert status == "complete" and replayed == body
+    appends = [f for f in frames if parse_append(f)]
+    assert_sentences(appends, reply_id, tokens)
     row = message_row(b.database_url, reply_id)
     assert row["status"] == "complete" and row["body"] == "".join(tokens)
     assert fresh_body(b, reply_id) == body == fresh_body(a, reply_id)
@@ -177,7 +185,7 @@ def test_stop_posted_to_the_other_process_stops_the_reply(servers, ws_open):
         while tokens < 5:
             event = reader.next()
             assert event is not None
-            tokens += event["event"] is None and "<" not in event["data"]
+            tokens += event["event"] is None and not event["data"].startswith("<hx-upsert")
         # Alice's session, but the request goes to the process that does not run it.
         alice.server = b
         stopped_at = time.monotonic()
@@ -192,8 +200,7 @@ def test_stop_posted_to_the_other_process_stops_the_reply(servers, ws_open):
     assert row["status"] == "stopped" and row["stop_requested"] is True
     assert 0 < len(row["body"]) < len("".join(slow_tokens(20)))
     assert query(a.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
-    seen = wait_article(observer, reply_id, "stopped")
-    assert seen["body_html"].strip() == final[0]["body_html"].strip()
+    assert final_body(observer, reply_id, "stopped") == fresh_body(b, reply_id) == fresh_body(a, reply_id)
 
 
 def test_stop_of_a_reply_whose_process_died_settles_it(servers, ws_open):
@@ -228,12 +235,10 @@ def test_two_gunicorn_workers_serve_one_conversation(servers, ws_open):
     server.llm.enqueue(tokens, delay=0.03)
     reply_id, events = stream_all(alice, "@gpt hello workers")
     bodies = {final_body(sock, reply_id) for sock in observers}
-    assert len(bodies) == 1
-    body = bodies.pop()
+    assert bodies == {fresh_body(server, reply_id)} == {author_body(events, reply_id)}
     for sock in observers:
-        assert replay(sock.frames[1:], reply_id) == ("complete", body)
-        appends = [html.unescape(parse_append(f)[1]) for f in sock.frames if parse_append(f)]
-        assert_sentences(appends, tokens)
+        appends = [f for f in sock.frames if parse_append(f)]
+        assert_sentences(appends, reply_id, tokens)
     assert message_row(server.database_url, reply_id)["body"] == "".join(tokens)
 
 
@@ -257,7 +262,6 @@ def test_listener_connection_killed_mid_reply(servers, ws_open):
         assert killed == 2
         events = list(SSEReader(response))
     body = final_body(observer, reply_id)
-    assert replay(observer.frames[1:], reply_id) == ("complete", body)
     assert message_row(a.database_url, reply_id)["body"] == "".join(tokens)
     assert fresh_body(b, reply_id) == body
     wait_until(lambda: len(listeners(a)) == 2, 10, message="both listeners back")
@@ -282,8 +286,7 @@ def test_database_restart_mid_reply(servers, ws_open):
     final = [x for e in events if e["data"].startswith("<hx-upsert") for x in parse_upsert(e["data"])]
     assert [(f["id"], f["status"]) for f in final][-1] == (reply_id, "complete")
     body = final_body(observer, reply_id, timeout=30)
-    assert replay(observer.frames[1:], reply_id) == ("complete", body)
     row = wait_settled(a.database_url, reply_id, 10)
     assert row["status"] == "complete" and row["body"] == "".join(tokens)
-    assert final[-1]["body_html"] == body == fresh_body(b, reply_id)
+    assert author_body(events, reply_id) == body == fresh_body(b, reply_id)
     wait_until(lambda: len(listeners(a)) == 2, 15, message="both listeners back")
