@@ -32,14 +32,14 @@ from models import Chunk
 from models import Message
 from models import db
 from models import is_postgres
-from rendering import append_fragment
+from rendering import chunk_fragment
 from rendering import render_message
 from rendering import upsert
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "chat_events"
-KINDS = ("article", "append", "detach", "stop")
+KINDS = ("article", "append", "settle", "detach", "stop")
 
 
 class Relay:
@@ -57,6 +57,7 @@ class Relay:
         self.received = 0
         self.greenlet = None
         self._conn = None
+        self._texts = {}  # reply id -> (last chunk relayed, text up to it)
 
     # -- announcing (any greenlet, inside the committing transaction) --------
 
@@ -160,6 +161,21 @@ class Relay:
         if event is not None:
             self.hub.publish(event)
 
+    def _append(self, message, seq, page):
+        """The fragment for chunk ``seq``: it depends on the text before it, which
+        is remembered from the previous chunk or read again."""
+        known_seq, known_text = self._texts.get(message.id, (0, ""))
+        first = known_seq + 1 if known_seq < seq else 1
+        texts = _chunks_text(message.id, first, seq)
+        if seq not in texts or any(n not in texts for n in range(first, seq)):
+            return None  # the reply settled meanwhile: its settle or final article follows
+        before = (known_text if first > 1 else "") + "".join(texts[n] for n in range(first, seq))
+        self._texts[message.id] = (seq, before + texts[seq])
+        if len(self._texts) > 1000:  # replies that never settled here
+            self._texts.pop(next(iter(self._texts)))
+        html = chunk_fragment(message.id, before, texts[seq])
+        return Event("append", message.room, message.id, seq, html, page)
+
     def _event(self, kind, message_id, seq, page):
         """The hub event for a commit, rebuilt from the database."""
         message = Message.get_or_none(Message.id == message_id)
@@ -168,13 +184,25 @@ class Relay:
         if kind == "detach":
             return Event("detach", message.room, message_id, page=page)
         if kind == "append":
-            chunk = Chunk.get_or_none((Chunk.message == message_id) & (Chunk.seq == seq))
-            if chunk is None:  # the reply settled meanwhile: its final article follows
+            return self._append(message, seq, page)
+        self._texts.pop(message_id, None)
+        if kind == "settle":
+            if message.is_streaming:  # retried meanwhile: its new article follows
                 return None
-            return Event("append", message.room, message_id, seq, append_fragment(message_id, chunk.text), page)
+            # Pages with every chunk keep their body; the others get it all.
+            flip = upsert(render_message(message, keep_body=True))
+            return Event("settle", message.room, message_id, seq, flip, page)
         text, committed = message.committed()
         shown = committed if message.is_streaming else FINAL
         return Event("article", message.room, message_id, shown, upsert(render_message(message, text)), page)
+
+
+def _chunks_text(message_id, first, last):
+    """The text of chunks ``first``..``last`` of a reply (those still stored)."""
+    rows = Chunk.select(Chunk.seq, Chunk.text).where(
+        (Chunk.message == message_id) & (Chunk.seq >= first) & (Chunk.seq <= last)
+    ).order_by(Chunk.seq)
+    return {row.seq: row.text for row in rows}
 
 
 def wait_settled(message_id, timeout, poll=0.05):

@@ -50,7 +50,10 @@ def settle(message, status, hub, relay):
         )
         if settled:
             Chunk.delete().where(Chunk.message == message.id).execute()
-            relay.announce("article", message.id, FINAL)
+            if seq or not text:
+                relay.announce("settle", message.id, seq)
+            else:
+                relay.announce("article", message.id, FINAL)
     if settled:
         message = Message.get_by_id(message.id)
         if seq or not text:
