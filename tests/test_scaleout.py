@@ -290,3 +290,26 @@ def test_database_restart_mid_reply(servers, ws_open):
     assert row["status"] == "complete" and row["body"] == "".join(tokens)
     assert author_body(events, reply_id) == body == fresh_body(b, reply_id)
     wait_until(lambda: len(listeners(a)) == 2, 15, message="both listeners back")
+
+
+def test_no_process_interrupts_a_live_reply_of_another(servers, ws_open):
+    """Both processes sweep for dead replies every half second and call one
+    dead after 3 s without activity; A's model is silent for 5 s before its
+    first token. A's heartbeat (every second) keeps B's watchdog off it."""
+    fast = dict(WATCHDOG_INTERVAL="0.5", INTERRUPT_AFTER="3", HEARTBEAT_INTERVAL="1")
+    a, b = servers(**fast), servers(**fast)
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice, bob = Browser(a), Browser(b)
+    alice.load()
+    alice.say("hi all")
+    observer = observe(ws_open, b, alice, bob)
+    tokens = slow_tokens(2)
+    a.llm.enqueue(tokens, delay=0.05, first_token_delay=5)
+    reply_id, events = stream_all(alice, "@gpt think first")
+    row = wait_settled(a.database_url, reply_id, 5)
+    assert row["status"] == "complete" and row["body"] == "".join(tokens)
+    assert final_body(observer, reply_id) == fresh_body(b, reply_id)
+    statuses = [x["status"] for f in observer.frames if f.startswith("<hx-upsert")
+                for x in parse_upsert(f) if x["id"] == reply_id]
+    assert "interrupted" not in statuses
+    assert "interrupted" not in a.logs() + b.logs()
