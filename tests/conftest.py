@@ -222,3 +222,21 @@ def demo_server(tmp_path):
     server = LiveServer(tmp_path, {"DEMO_TOKEN_DELAY": "0.02", "DEMO_FIRST_TOKEN_DELAY": "0.2"}).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ws_open():
+    """Open page sockets on any server; all are closed before servers stop
+    (request this fixture after the server's)."""
+    from test_integration import Socket
+
+    opened = []
+
+    def open_socket(server, page, **kwargs):
+        sock = Socket(server, page, **kwargs)
+        opened.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in opened:
+        sock.close()

@@ -17,7 +17,6 @@ from conftest import LiveServer
 from conftest import free_port
 from test_integration import Browser
 from test_integration import SSEReader
-from test_integration import Socket
 from test_integration import message_row
 from test_integration import parse_append
 from body_model import Body
@@ -54,22 +53,6 @@ def make_server(tmp_path, fake_llm):
     yield make
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def ws_open():
-    """Open page sockets on any server; all are closed before servers stop
-    (request this fixture after the server's)."""
-    opened = []
-
-    def open_socket(server, page, **kwargs):
-        sock = Socket(server, page, **kwargs)
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        sock.close()
 
 
 def observer_for(ws_open, server, author, watcher):

@@ -20,7 +20,6 @@ from test_integration import ARTICLE_RE
 from test_integration import BODY_RE
 from test_integration import Browser
 from test_integration import SSEReader
-from test_integration import Socket
 from test_integration import author_body
 from test_integration import chunks_of
 from test_integration import fragments_for
@@ -59,20 +58,6 @@ def servers(tmp_path, fake_llm):
         server.stop()
 
 
-@pytest.fixture
-def ws_open():
-    opened = []
-
-    def open_socket(server, page, **kwargs):
-        sock = Socket(server, page, **kwargs)
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        sock.close()
-
-
 def listeners(server):
     """The relay listeners connected to ``server``'s database (one per process)."""
     name = server.database_url.rsplit("/", 1)[1]
@@ -81,6 +66,17 @@ def listeners(server):
         "SELECT pid FROM pg_stat_activity WHERE datname = ? AND application_name = 'chat-listener'",
         (name,),
     )
+
+
+def two_processes(servers, ws_open, **env):
+    """Servers A and B on one database, both listening; Alice on A has said
+    hello; an observer's page on B is subscribed. (a, b, alice, observer)."""
+    a, b = servers(**env), servers(**env)
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    alice = Browser(a)
+    alice.load()
+    alice.say("hi all")
+    return a, b, alice, observe(ws_open, b, alice, Browser(b))
 
 
 def observe(ws_open, server, author, watcher):
@@ -148,12 +144,7 @@ def fresh_body(server, reply_id):
 
 
 def test_observer_on_another_process_sees_every_sentence(servers, ws_open):
-    a, b = servers(), servers()
-    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
-    alice, bob = Browser(a), Browser(b)
-    alice.load()
-    alice.say("hi all")
-    observer = observe(ws_open, b, alice, bob)
+    a, b, alice, observer = two_processes(servers, ws_open)
 
     tokens = slow_tokens(5)
     a.llm.enqueue(tokens, delay=0.05)
@@ -170,12 +161,7 @@ def test_observer_on_another_process_sees_every_sentence(servers, ws_open):
 
 
 def test_stop_posted_to_the_other_process_stops_the_reply(servers, ws_open):
-    a, b = servers(), servers()
-    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
-    alice, carol = Browser(a), Browser(b)
-    alice.load()
-    alice.say("hi all")
-    observer = observe(ws_open, b, alice, carol)
+    a, b, alice, observer = two_processes(servers, ws_open)
     a.llm.enqueue(slow_tokens(20), delay=0.1)  # about 6 s if nobody stops it
 
     with alice.stream("@gpt a long answer") as response:
@@ -246,12 +232,7 @@ def test_two_gunicorn_workers_serve_one_conversation(servers, ws_open):
 
 
 def test_listener_connection_killed_mid_reply(servers, ws_open):
-    a, b = servers(), servers()
-    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
-    alice, bob = Browser(a), Browser(b)
-    alice.load()
-    alice.say("hi all")
-    observer = observe(ws_open, b, alice, bob)
+    a, b, alice, observer = two_processes(servers, ws_open)
     tokens = slow_tokens(8)
     a.llm.enqueue(tokens, delay=0.1)
 
@@ -269,12 +250,7 @@ def test_listener_connection_killed_mid_reply(servers, ws_open):
 
 
 def test_database_restart_mid_reply(servers, ws_open):
-    a, b = servers(), servers()
-    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
-    alice, bob = Browser(a), Browser(b)
-    alice.load()
-    alice.say("hi all")
-    observer = observe(ws_open, b, alice, bob)
+    a, b, alice, observer = two_processes(servers, ws_open)
     tokens = slow_tokens(10)
     a.llm.enqueue(tokens, delay=0.1)
 
@@ -297,12 +273,7 @@ def test_no_process_interrupts_a_live_reply_of_another(servers, ws_open):
     dead after 3 s without activity; A's model is silent for 5 s before its
     first token. A's heartbeat (every second) keeps B's watchdog off it."""
     fast = dict(WATCHDOG_INTERVAL="0.5", INTERRUPT_AFTER="3", HEARTBEAT_INTERVAL="1")
-    a, b = servers(**fast), servers(**fast)
-    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
-    alice, bob = Browser(a), Browser(b)
-    alice.load()
-    alice.say("hi all")
-    observer = observe(ws_open, b, alice, bob)
+    a, b, alice, observer = two_processes(servers, ws_open, **fast)
     tokens = slow_tokens(2)
     a.llm.enqueue(tokens, delay=0.05, first_token_delay=5)
     reply_id, events = stream_all(alice, "@gpt think first")
