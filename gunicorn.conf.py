@@ -29,6 +29,7 @@ def post_worker_init(worker):
         chat = _chat(worker)
         if chat is not None:
             chat["hub"].close_all()
+            chat["relay"].stop()  # its pages are gone; free its database connection
             chat["generator"].shutdown(_grace_left(worker))
 
     gevent.spawn(watch)
