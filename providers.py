@@ -5,6 +5,7 @@ A provider's ``stream(messages)`` returns a ``TokenStream``: iterate it for text
 tokens; afterwards ``usage`` holds token counts when the server sent them;
 ``close()`` closes the upstream request.
 """
+import json
 import random
 import re
 import time
@@ -62,6 +63,79 @@ class TokenStream:
             self._close()
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _transport_errors():
+    """The HTTP library's (timeout errors, other request errors), as the SDK
+    maps them to ``APITimeoutError`` and ``APIConnectionError``."""
+    try:
+        from openai._httpx2 import request_exceptions, timeout_exceptions
+    except ImportError:  # an SDK built on plain httpx
+        import httpx
+
+        return (httpx.TimeoutException,), (httpx.RequestError,)
+    return timeout_exceptions(), request_exceptions()
+
+
+def _sse_lines(http_response):
+    """The body's lines as bytes, split at CRLF, CR or LF like an SSE parser
+    (not at the other Unicode line breaks ``str.splitlines`` knows)."""
+    import openai
+
+    timeouts, request_errors = _transport_errors()
+    rest = b""
+    try:
+        for data in http_response.iter_bytes():
+            if rest:
+                data = rest + data
+            if b"\r" in data:
+                # Hold back a final CR: its LF may be in the next read.
+                held = data.endswith(b"\r")
+                lines = _LINE_END.split(data[:-1] if held else data)
+                rest = lines.pop() + (b"\r" if held else b"")
+            else:
+                lines = data.split(b"\n")
+                rest = lines.pop()
+            yield from lines
+    except timeouts as exc:
+        raise openai.APITimeoutError(request=http_response.request) from exc
+    except request_errors as exc:
+        raise openai.APIConnectionError(request=http_response.request) from exc
+    if rest:
+        yield rest[:-1] if rest.endswith(b"\r") else rest
+
+
+def sse_chunks(http_response):
+    """The JSON objects of a Chat Completions event stream, as plain dicts,
+    until ``data: [DONE]`` or the end of the body. An event carrying an
+    ``error`` raises ``openai.APIError`` the way the SDK's own stream does."""
+    import openai
+
+    data = []
+    for line in _sse_lines(http_response):
+        if line:
+            if line.startswith(b"data:") or line == b"data":
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            # Other fields (event, id, retry) and ":" comments carry nothing here.
+            continue
+        if not data:
+            continue
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        data = []
+        if payload.startswith(b"[DONE]"):
+            return
+        chunk = json.loads(payload)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            if not message or not isinstance(message, str):
+                message = "An error occurred during streaming"
+            raise openai.APIError(message=message, request=http_response.request, body=error)
+        yield chunk
+
+
 class OpenAIProvider:
     """Chat Completions streaming through the ``openai`` SDK."""
 
@@ -113,21 +187,24 @@ class OpenAIProvider:
         def tokens():
             finished = False
             try:
-                for chunk in response:
-                    if chunk.usage is not None:
+                for chunk in sse_chunks(response.http_response):
+                    usage = chunk.get("usage")
+                    if usage is not None:
                         token_stream.usage = {
-                            "prompt_tokens": chunk.usage.prompt_tokens,
-                            "completion_tokens": chunk.usage.completion_tokens,
+                            "prompt_tokens": usage.get("prompt_tokens"),
+                            "completion_tokens": usage.get("completion_tokens"),
                         }
-                    if chunk.choices:
-                        choice = chunk.choices[0]
-                        finished = finished or choice.finish_reason is not None
-                        text = choice.delta.content if choice.delta else None
+                    choices = chunk.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        finished = finished or choice.get("finish_reason") is not None
+                        delta = choice.get("delta")
+                        text = delta.get("content") if delta else None
                         if text:
                             yield text
                 if not finished:
                     # A connection closed without finish_reason or [DONE] ends
-                    # the SDK's iteration quietly: that is a cut, not an answer.
+                    # the iteration quietly: that is a cut, not an answer.
                     raise StreamCut("The model's stream ended before the reply was finished.")
             finally:
                 response.close()
@@ -145,7 +222,10 @@ class OpenAIProvider:
         delay = 0.25
         while True:
             try:
-                return self.client.chat.completions.create(**request)
+                # The raw response: its body is read by ``sse_chunks`` as
+                # plain dicts, not typed per chunk by the SDK (which cost far
+                # more CPU than the JSON itself). HTTP errors still raise here.
+                return self.client.chat.completions.with_streaming_response.create(**request).__enter__()
             except (openai.APIConnectionError, openai.APIStatusError) as exc:
                 # A timeout is a server that is up but slow: not worth waiting again.
                 starting = (
