@@ -75,11 +75,14 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
     if added50 is not None and (added50 > TARGET_ADDED_P50_MS or added99 > TARGET_ADDED_P99_MS):
         notes.append(
             "**Added latency, p50 {:.2f} ms and p99 {:.2f} ms over the direct read**: each token crosses "
-            "two more loopback hops and process wake-ups than the direct read, the `openai` SDK (httpx, SSE "
-            "parsing, and the construction of a typed chunk object per token){}, a gevent queue to the "
-            "reply's greenlet and one to the request's, and a chunked HTTP write; sentence commits and the "
-            "fan-out to observers run on the same single-threaded worker, so a token that arrives meanwhile "
-            "waits.".format(added50, added99, sdk_cost(capacity)))
+            "two more loopback hops and process wake-ups than the direct read, the model's HTTP stream (the "
+            "`openai` SDK's client, and `providers.sse_chunks` parsing each event){}, a gevent queue to the "
+            "reply's greenlet and one to the request's, the Markdown drawing of the asker's page "
+            "(`rendering.AuthorBody`), and a chunked HTTP write. Tokens are held for up to "
+            "`STREAM_FRAME_TIME` ({} s) after the last event so that one event carries several: that wait "
+            "is most of the median; sentence commits and the fan-out to observers run on the same "
+            "single-threaded worker, so a token that arrives meanwhile waits.".format(
+                added50, added99, sdk_cost(capacity), app_default("STREAM_FRAME_TIME")))
     for c in capacity:
         p99 = c["w_p99"] if c["w_p99"] is not None else c["p99"]
         if c["n"] != TARGET_CAPACITY_LEVEL or p99 is None or p99 <= TARGET_CAPACITY_P99_MS:
