@@ -25,7 +25,6 @@ from conftest import LiveServer
 from rendering import render_markdown
 from test_integration import Browser
 from test_integration import SSEReader
-from test_integration import Socket
 from test_integration import author_body
 from test_integration import chunk_rows
 from test_integration import chunks_of
@@ -66,21 +65,6 @@ def servers():
             os.killpg(server.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-@pytest.fixture
-def sockets():
-    """Opens page sockets (``Socket``) and closes them all at teardown."""
-    opened = []
-
-    def open_socket(server, page, **kwargs):
-        sock = Socket(server, page, **kwargs)
-        opened.append(sock)
-        return sock
-
-    yield open_socket
-    for sock in opened:
-        sock.close()
 
 
 # -- reading what pages get ------------------------------------------------------
@@ -167,7 +151,7 @@ def read_drawn(reader):
 # -- 1. kill -9 mid-reply ----------------------------------------------------------
 
 
-def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, servers, sockets):
+def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, servers, ws_open):
     tokens = slow_tokens(20)  # 60 tokens, 0.1 s apart: ~6 s
     expected = chunks_of(tokens)
     assert len(expected) == 20
@@ -211,7 +195,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     assert second.database_url == database_url
     bob = Browser(second)
     page_html = bob.load()
-    observer = sockets(second, bob.page, after=0)
+    observer = ws_open(second, bob.page, after=0)
     connected_at = time.monotonic()
     observer.wait_count(1)
     snapshot_status = articles_of(observer.frames[:1], reply_id)[0]["status"]
@@ -271,7 +255,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
 # -- 2. SIGTERM ----------------------------------------------------------------------
 
 
-def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
+def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, ws_open):
     tokens = slow_tokens(4)[:10]  # 10 tokens, 0.1 s apart: ~1 s
     reply_text = "".join(tokens)
     fake_llm.enqueue(tokens, delay=0.1)
@@ -280,7 +264,7 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
     alice.load()
     alice.say("hello")
     bob.load()
-    observer = sockets(server, bob.page, after=0)
+    observer = ws_open(server, bob.page, after=0)
     observer.wait_count(1)
 
     with alice.stream("@gpt a short one") as response:
@@ -331,7 +315,7 @@ def test_sigterm_lets_short_reply_finish(tmp_path, fake_llm, servers, sockets):
     assert exited_after < 6, "exited {:.1f}s after SIGTERM".format(exited_after)
 
 
-def test_sigterm_idle_page_socket_does_not_hold_worker(tmp_path, fake_llm, servers, sockets):
+def test_sigterm_idle_page_socket_does_not_hold_worker(tmp_path, fake_llm, servers, ws_open):
     """An open page (its socket idle, nothing in flight) must not keep a
     stopping worker alive until the master SIGKILLs it at the graceful timeout:
     a killed worker never runs its exit hook, which settles replies in flight."""
@@ -339,7 +323,7 @@ def test_sigterm_idle_page_socket_does_not_hold_worker(tmp_path, fake_llm, serve
     alice = Browser(server)
     alice.load()
     alice.say("hello")
-    page = sockets(server, alice.page, after=0)
+    page = ws_open(server, alice.page, after=0)
     page.wait_count(1)
     os.killpg(server.proc.pid, signal.SIGTERM)
     term_at = time.monotonic()
@@ -355,7 +339,7 @@ def test_sigterm_idle_page_socket_does_not_hold_worker(tmp_path, fake_llm, serve
 
 
 @pytest.mark.parametrize("clients", ["none", "author-stream", "author-stream+page-socket"])
-def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, clients):
+def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, ws_open, clients):
     """A reply that cannot finish within the graceful timeout (5 s) is marked
     interrupted, its committed text kept, and the process exits within ~6 s.
     ``clients``: what is connected when SIGTERM arrives -- nothing (the reply
@@ -368,7 +352,7 @@ def test_sigterm_interrupts_long_reply(tmp_path, fake_llm, servers, sockets, cli
     alice.load()
     alice.say("hello")
     if "page-socket" in clients:
-        page = sockets(server, alice.page, after=0)
+        page = ws_open(server, alice.page, after=0)
         page.wait_count(1)
 
     events, ended = [], None
@@ -512,7 +496,7 @@ class Poller(threading.Thread):
             self.stopping.wait(0.05)
 
 
-def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, sockets):
+def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, ws_open):
     # 200 sentences of two tokens; "&" travels as "&amp;", so each append is ~1 KB.
     sentences = 200
     tokens = []
@@ -534,7 +518,7 @@ def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, socke
     while not ws_frames(got):
         got += stuck.recv(1)
     assert b"hello" in ws_frames(got)[0][1]
-    observer = sockets(server, bob.page, after=0)
+    observer = ws_open(server, bob.page, after=0)
     observer.wait_count(1)
     poller = Poller(server)
     poller.start()
