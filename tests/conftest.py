@@ -240,3 +240,30 @@ def ws_open():
     yield open_socket
     for sock in opened:
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run (each person gets a fresh context)."""
+    browsing = pytest.importorskip("browsing")
+    with browsing.playwright_sync.sync_playwright() as p:
+        b = browsing.launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def people(browser):
+    """A factory of people (``people(server)``); at teardown their contexts close."""
+    from browsing import Person
+
+    made = []
+
+    def make(server):
+        person = Person(browser, server)
+        made.append(person)
+        return person
+
+    yield make
+    for person in made:
+        person.close()

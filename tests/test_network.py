@@ -9,11 +9,9 @@ import time
 
 import pytest
 
-from test_browser import assert_no_errors
-from test_browser import browser  # noqa: F401  (a fixture)
-from test_browser import people  # noqa: F401  (a fixture)
-from test_browser import streaming_texts
-from test_browser import words_to_tokens
+from browsing import assert_no_errors
+from browsing import streaming_texts
+from browsing import words_to_tokens
 
 REPLY = (
     "First, the network can drop at any moment. Second, a page must never show a sentence twice. "

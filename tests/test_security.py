@@ -8,9 +8,7 @@ import pytest
 import websocket
 
 from conftest import LiveServer
-from test_browser import assert_no_errors
-from test_browser import browser  # noqa: F401  (a fixture)
-from test_browser import people  # noqa: F401  (a fixture)
+from browsing import assert_no_errors
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import query
