@@ -22,6 +22,7 @@ from models import init_db
 from models import migrate
 from providers import make_provider
 from relay import Relay
+from rooms import room_url
 from rendering import name_hue
 from rendering import render_markdown
 from security import add_security_headers
@@ -107,7 +108,8 @@ def create_app(test_config=None):
         LLM_CONTEXT_TOKENS=None,  # the model's window; None: 4096 with LLM=local, else unlimited
         LLM_RETRY_SECONDS=None,  # how long to retry a server that is starting; None: 20 s local, else 0
         SEED_DEMO=True,
-        PAGE_MESSAGES=100,
+        PAGE_MESSAGES=50,  # per page load, and per load of older ones
+        ROOM_LIST_SIZE=20,
         CONTEXT_MESSAGES=20,
         MAX_MESSAGE_LENGTH=4000,
         MAX_TOKENS=None,  # a reply's length cap; None: 1024, or 256 with LLM=local
@@ -185,6 +187,7 @@ def create_app(test_config=None):
     app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1)
 
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["room_url"] = room_url
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["hue"] = lambda name: name_hue(name) % 12
 

@@ -3,8 +3,8 @@ from faker import Faker
 
 from models import Flag
 from models import Message
-
-ROOM = "lobby"
+from models import Room
+from rooms import DEFAULT_ROOM as ROOM
 
 
 def seed_if_empty(app):
@@ -27,6 +27,7 @@ def seed_if_empty(app):
     question = None
     for author, body in lines:
         question = Message.create(room=ROOM, author=author, role="user", body=body)
+    Room.touch(ROOM, len(lines) + 1)
     generator = app.extensions["chat"]["generator"]
     reply = Message.new_reply(question, model=getattr(generator.provider, "model", None))
     return generator.start(reply)

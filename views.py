@@ -16,7 +16,6 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import session
-from flask import url_for
 from gevent.queue import Empty
 from markupsafe import Markup
 
@@ -25,6 +24,7 @@ from models import RETRYABLE
 from models import STOPPED
 from models import STREAMING
 from models import Message
+from models import Room
 from models import db
 from rendering import render_message
 from rendering import AuthorBody
@@ -39,10 +39,12 @@ from sockets import parse_ids
 from limits import Refused
 from limits import check_post
 from limits import check_reply_capacity
+import rooms
+from rooms import DEFAULT_ROOM
+from rooms import room_url
 
 bp = Blueprint("chat", __name__)
 
-DEFAULT_ROOM = "lobby"
 _MENTION = re.compile(r"(?<![\w@])@gpt\b", re.IGNORECASE)
 PAGE_ID = re.compile(r"[0-9a-f]{1,32}")
 _faker = None
@@ -114,22 +116,96 @@ def asks_model(text):
     return _MENTION.search(text) is not None
 
 
+def before_id():
+    """The ``before`` query argument (older messages than this id), or None."""
+    value = request.args.get("before", "")
+    return int(value) if value.isdigit() and 0 < len(value) < 19 else None
+
+
 @bp.get("/")
 def index():
     seed_if_empty(current_app)
-    return render_page()
+    return render_page(DEFAULT_ROOM, before=before_id())
 
 
-def render_page(draft="", error=None, status=200):
-    room = DEFAULT_ROOM
-    messages = Message.recent(room, current_app.config["PAGE_MESSAGES"])
+@bp.get("/r/<path:name>", endpoint="room")
+def show_room(name):
+    """A room's page. Other spellings of a valid name redirect to the one its
+    URL uses; a name that cannot be a room gets the rules and a way on."""
+    try:
+        canonical = rooms.clean(name)
+    except Refused as exc:
+        return render_rooms(error=exc.text, typed=name, status=404)
+    if canonical != name or canonical == DEFAULT_ROOM:
+        args = {"before": request.args["before"]} if before_id() else {}
+        return redirect(room_url(canonical, **args), 301 if canonical != DEFAULT_ROOM else 302)
+    return render_page(canonical, before=before_id())
+
+
+@bp.get("/rooms")
+def rooms_page():
+    """The list of rooms with recent activity, and the form to join or create
+    one (``?name=``: go there, or say what is wrong with the name)."""
+    typed = request.args.get("name")
+    if typed is None:
+        return render_rooms()
+    try:
+        name = rooms.clean(typed)
+    except Refused as exc:
+        return render_rooms(error=exc.text, typed=typed[:200], status=exc.status)
+    return redirect(room_url(name), 303)
+
+
+def render_rooms(error=None, typed="", status=200):
+    html = render_template(
+        "rooms.html",
+        rooms=Room.active(current_app.config["ROOM_LIST_SIZE"]),
+        room_error=error,
+        room_typed=typed,
+        me=current_name(),
+    )
+    return html, status
+
+
+@bp.get("/r/<name>/older")
+def older(name):
+    """Messages of room ``name`` older than ``?before=``, for the top of its page
+    (htmx loads them when the reader scrolls up to them)."""
+    if not rooms.is_valid(name):
+        abort(404, description=rooms.RULES)
+    before = before_id()
+    if before is None:
+        abort(400, description="Say which message to load older messages before (?before=ID).")
+    messages, more = page_of(name, before)
+    html = render_template("_older.html", room=name, messages=messages, bodies=bodies_of(messages), more=more)
+    return html
+
+
+def page_of(room, before=None):
+    """The messages a page of ``room`` shows (those before id ``before``), and
+    whether older ones exist."""
+    size = current_app.config["PAGE_MESSAGES"]
+    messages = Message.recent(room, size + 1, before=before)
+    more = len(messages) > size
+    return messages[-size:] if more else messages, more
+
+
+def bodies_of(messages):
+    """The committed text of each reply still streaming (its body is empty until it ends)."""
+    return {m.id: m.committed()[0] for m in messages if m.is_streaming}
+
+
+def render_page(room, draft="", error=None, status=200, before=None):
+    messages, more = page_of(room, before)
     me = current_name()
-    bodies = {m.id: m.committed()[0] for m in messages if m.is_streaming}
     html = render_template(
         "chat.html",
         room=room,
+        rooms=Room.active(current_app.config["ROOM_LIST_SIZE"]),
         messages=messages,
-        bodies=bodies,
+        more=more,
+        history=before is not None,
+        bodies=bodies_of(messages),
         me=me,
         page_id=secrets.token_hex(8),
         last_id=messages[-1].id if messages else 0,
@@ -145,7 +221,11 @@ def render_page(draft="", error=None, status=200):
 def post_message():
     config = current_app.config
     is_htmx = request.headers.get("HX-Request") == "true"
+    # Pages from before rooms existed post without a room: theirs was the lobby.
+    room = request.form.get("room", DEFAULT_ROOM)
     try:
+        if not rooms.is_valid(room):
+            raise Refused("There is no room “{}”. {}".format(room[:40], rooms.RULES), 400)
         raw = request.form.get("body")
         if raw is None:
             raise Refused("The form is missing its message field.", 400)
@@ -154,9 +234,10 @@ def post_message():
     except Refused as exc:
         if is_htmx:
             return composer_error(exc.text, exc.status)
-        return render_page(draft=request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2], error=exc.text, status=exc.status)
+        draft = request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2]
+        room = room if rooms.is_valid(room) else DEFAULT_ROOM
+        return render_page(room, draft=draft, error=exc.text, status=exc.status)
 
-    room = DEFAULT_ROOM
     page = page_id(request.form.get("page"))
     streams = is_htmx and "text/event-stream" in request.headers.get("Accept", "")
     # Only a page that reads the response itself skips the socket's copy.
@@ -176,6 +257,7 @@ def post_message():
                 claimed_by=state["generator"].worker_id,
             )
             relay.announce("article", reply.id, page=reply.stream_page)
+        Room.touch(room, 2 if reply else 1)
     user_html = render_message(user_message)
     reply_html = render_message(reply, "") if reply else Markup("")
     hub = state["hub"]
@@ -183,7 +265,7 @@ def post_message():
     if reply is None:
         if is_htmx:
             return str(upsert(user_html))
-        return redirect(url_for("chat.index", _anchor="message-{}".format(user_message.id)), 303)
+        return redirect(room_url(room, _anchor="message-{}".format(user_message.id)), 303)
 
     generation_page = own_page if streams else None
     hub.publish(Event("article", room, reply.id, 0, upsert(reply_html), generation_page))
@@ -191,7 +273,7 @@ def post_message():
     if not streams:
         if is_htmx:
             return str(upsert(user_html, reply_html))
-        return redirect(url_for("chat.index", _anchor="message-{}".format(reply.id)), 303)
+        return redirect(room_url(room, _anchor="message-{}".format(reply.id)), 303)
     queue = generation.listen()
     first = upsert(user_html, reply_html)
     body = stream_reply(
@@ -221,7 +303,7 @@ def done(reply):
     page), a redirect back to the reply without JavaScript."""
     if request.headers.get("HX-Request") == "true":
         return "", 204
-    return redirect(url_for("chat.index", _anchor="message-{}".format(reply.id)), 303)
+    return redirect(room_url(reply.room, _anchor="message-{}".format(reply.id)), 303)
 
 
 @bp.post("/messages/<int:message_id>/stop")
@@ -348,12 +430,16 @@ def socket_route(ws):
         ws.close(1008, "origin not allowed")
         return
     args = request.args
+    room = args.get("room", DEFAULT_ROOM)
+    if not rooms.is_valid(room):
+        ws.close(1008, "no such room")
+        return
     page = page_id(args.get("page"))
     after = int(args["after"]) if args.get("after", "").isdigit() else 0
     PageSocket(
         ws,
         chat()["hub"],
-        DEFAULT_ROOM,
+        room,
         page,
         after=after,
         streaming=parse_ids(args.get("streaming")),

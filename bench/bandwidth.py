@@ -57,8 +57,9 @@ def run_mode(mode, opts, fake, workdir, log):
             obs = [observer_reply(list(o.frames), a["question_id"], asker.reply_id, t0) for o in observers]
             commits = trace.chunk_commits()
             chunk_writes = [w for w in writes if w.verb == "INSERT" and w.table == "chunk"]
-            question_writes = [w for w in writes if w.verb == "INSERT" and w.table == "message"
-                               and (w.columns or {}).get("role") == "user"]
+            # The post's own writes: its message, and its room's activity (any post makes both).
+            question_writes = [w for w in writes if w.verb == "INSERT" and (
+                w.table == "room" or (w.table == "message" and (w.columns or {}).get("role") == "user"))]
             obs_lat = []
             for o in obs:
                 times = o["appends"] if mode == "append" else o["wholes"]

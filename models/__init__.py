@@ -182,7 +182,34 @@ class Flag(BaseModel):
             return False
 
 
-MODELS = [Message, Chunk, Flag]
+class Room(BaseModel):
+    """A room someone has posted in: the list of rooms shows the recently active ones.
+
+    A room exists as soon as its page is opened (its URL is its name); it gets
+    a row with its first message.
+    """
+
+    name = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    active_at = DateTimeField(default=utcnow, index=True)
+    messages = IntegerField(default=0)
+
+    @classmethod
+    def touch(cls, name, added=1):
+        """Record ``added`` new messages in room ``name`` now (one statement)."""
+        now = utcnow()
+        cls.insert(name=name, created_at=now, active_at=now, messages=added).on_conflict(
+            conflict_target=[cls.name],
+            update={cls.active_at: now, cls.messages: cls.messages + added},
+        ).execute()
+
+    @classmethod
+    def active(cls, limit=20):
+        """The ``limit`` most recently active rooms, most recent first."""
+        return list(cls.select().order_by(cls.active_at.desc(), cls.id.desc()).limit(limit))
+
+
+MODELS = [Message, Chunk, Flag, Room]
 
 
 def is_postgres(url):
@@ -259,6 +286,7 @@ __all__ = [
     "Chunk",
     "Flag",
     "Message",
+    "Room",
     "db",
     "init_db",
     "applied_migrations",

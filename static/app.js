@@ -145,6 +145,28 @@
     document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
   }
 
+  // Older messages (the "#older" link, loaded by htmx when revealed) go in
+  // above what the reader is looking at: keep that where it was.
+  var olderAnchor = null;
+  document.addEventListener("htmx:before:request", function (e) {
+    var source = e.detail.ctx.sourceElement;
+    if (!source || source.id !== "older") return;
+    var first = document.querySelector("#messages > article.message");
+    olderAnchor = first ? {ctx: e.detail.ctx, element: first, top: first.getBoundingClientRect().top} : null;
+  });
+  // (htmx 4 fires after:request before the swap; after:swap once it is all in.)
+  document.addEventListener("htmx:after:swap", function (e) {
+    if (!olderAnchor || e.detail.ctx !== olderAnchor.ctx) return;
+    if (olderAnchor.element.isConnected) {
+      window.scrollBy(0, olderAnchor.element.getBoundingClientRect().top - olderAnchor.top);
+    }
+    olderAnchor = null;
+  });
+
+  // Open at the newest message now, before htmx starts watching the link to
+  // older messages at the top (it would otherwise load them on every visit).
+  window.scrollTo(0, document.body.scrollHeight);
+
   window.addEventListener("DOMContentLoaded", markMine);
   window.addEventListener("load", function () { window.scrollTo(0, document.body.scrollHeight); });
 })();

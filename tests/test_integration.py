@@ -204,6 +204,7 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
         self.page = self.csrf = self.name = None
         self.last_id = None
+        self.room = None  # the room of the page loaded (None: the form names none)
 
     def _open(self, request):
         try:
@@ -214,17 +215,18 @@ class Browser:
         with response:
             return Result(response.status, response.headers, response.read().decode("utf-8"))
 
-    def load(self):
-        """GET / like a browser: keeps the session cookie, reads page id and token."""
-        result = self._open(urllib.request.Request(self.server.url + "/"))
+    def load(self, path="/"):
+        """GET a room's page like a browser: keeps the session cookie, reads page id and token."""
+        result = self._open(urllib.request.Request(self.server.url + path))
         assert result.status == 200
         page_html = result.body
         self.csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page_html).group(1)
         self.page = re.search(r'<input type="hidden" name="page" value="([0-9a-f]+)">', page_html).group(1)
         self.name = html.unescape(re.search(r'<strong class="me">(.*?)</strong>', page_html).group(1))
-        connect = re.search(r'hx-ws:connect="/ws\?page=([0-9a-f]+)&(?:amp;)?after=(\d+)"', page_html)
+        connect = re.search(r'hx-ws:connect="/ws\?page=([0-9a-f]+)&(?:amp;)?after=(\d+)[&"]', page_html)
         assert connect and connect.group(1) == self.page, "the socket URL names the page's id"
         self.last_id = int(connect.group(2))
+        self.room = re.search(r'<input type="hidden" name="room" value="([^"]+)">', page_html).group(1)
         assert any(c.name == "session" for c in self.jar), "GET / sets the session cookie"
         return page_html
 
@@ -232,6 +234,8 @@ class Browser:
         token = self.csrf if token == "session" else token
         field_token = self.csrf if field_token == "session" else field_token
         form = {"body": body, "page": self.page or ""}
+        if self.room is not None:
+            form["room"] = self.room
         if field_token is not None:
             form["csrf_token"] = field_token
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -305,8 +309,10 @@ class SSEReader:
 class Socket:
     """A page's websocket with a reader thread that records every frame."""
 
-    def __init__(self, server, page, after=0, streaming=(), origin="same", **options):
+    def __init__(self, server, page, after=0, streaming=(), origin="same", room=None, **options):
         params = {"page": page, "after": after}
+        if room is not None:
+            params["room"] = room
         if streaming:
             params["streaming"] = ",".join(str(i) for i in streaming)
         url = "ws://127.0.0.1:{}/ws?{}".format(server.port, urllib.parse.urlencode(params))
