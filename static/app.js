@@ -153,12 +153,23 @@
     if (!source || source.id !== "older") return;
     var first = document.querySelector("#messages > article.message");
     olderAnchor = first ? {ctx: e.detail.ctx, element: first, top: first.getBoundingClientRect().top} : null;
+    // History going in is not news: keep screen readers from announcing it.
+    var list = document.getElementById("messages");
+    if (olderAnchor && list.getAttribute("aria-live") !== "off") {
+      olderAnchor.live = list.getAttribute("aria-live");
+      list.setAttribute("aria-live", "off");
+    }
   });
   // (htmx 4 fires after:request before the swap; after:swap once it is all in.)
   document.addEventListener("htmx:after:swap", function (e) {
     if (!olderAnchor || e.detail.ctx !== olderAnchor.ctx) return;
     if (olderAnchor.element.isConnected) {
       window.scrollBy(0, olderAnchor.element.getBoundingClientRect().top - olderAnchor.top);
+    }
+    if (olderAnchor.live) {
+      var live = olderAnchor.live;
+      // Restored once the insertion has been seen as a quiet change.
+      setTimeout(function () { document.getElementById("messages").setAttribute("aria-live", live); }, 0);
     }
     olderAnchor = null;
   });

@@ -103,6 +103,14 @@ def test_older_messages_load_when_scrolled_to_without_moving_the_reader(live_ser
     page.wait_for_timeout(500)
     assert len(reader.article_ids()) == 50  # the newest page only: nothing older loaded unasked
 
+    # Record the live region's politeness whenever articles go in.
+    page.evaluate("""() => {
+      const list = document.getElementById('messages');
+      window.__liveAtInsert = [];
+      new MutationObserver((records) => {
+        if (records.some((r) => r.addedNodes.length)) window.__liveAtInsert.push(list.getAttribute('aria-live'));
+      }).observe(list, {childList: true});
+    }""")
     for loaded in (100, 120):
         first = page.evaluate("document.querySelector('#messages > article').id")
         page.evaluate("window.scrollTo(0, 0)")
@@ -115,6 +123,9 @@ def test_older_messages_load_when_scrolled_to_without_moving_the_reader(live_ser
     texts = page.evaluate("Array.from(document.querySelectorAll('#messages .message-body')).map((b) => b.textContent)")
     assert texts == ["history line {}".format(i) for i in range(120)]
     assert page.locator("#older").count() == 0
+    # History went in quietly (not announced), and the list is polite again for new messages.
+    assert page.evaluate("window.__liveAtInsert") == ["off", "off"]
+    reader.wait_for("() => document.getElementById('messages').getAttribute('aria-live') === 'polite'", what="polite")
     assert page.locator(".older").text_content() == "This is the start of #long."
     assert_consistent(reader)
     assert_no_errors(reader)
