@@ -549,13 +549,15 @@ def test_viewer_that_stops_reading_is_dropped(tmp_path, fake_llm, servers, ws_op
     assert [a["status"] for a in articles_of(frames, reply_id)] == ["streaming", "complete"]
     assert page_body(frames, reply_id) == ("complete", markdown_html(reply_text))
     assert len(frames) == 1 + 1 + sentences + 1  # question, empty reply, appends, final
-    assert observer_done < author_done + 2, (author_done, observer_done)
-    assert author_done < 15, author_done
+    # Liveness, not speed (the model takes ~2 s): a viewer that blocked the
+    # reply would hold it until the socket timed out. Generous for a busy machine.
+    assert observer_done < author_done + 5, (author_done, observer_done)
+    assert author_done < 40, author_done
 
     # The server kept answering pages meanwhile.
     assert poller.results and all(status == 200 for status, _ in poller.results), poller.results
     slowest = max(seconds for _, seconds in poller.results)
-    assert slowest < 2, slowest
+    assert slowest < 5, slowest
 
     # The stuck viewer was cut: reading now drains what the kernels held, then
     # the connection ends (it would stay open, and get the final article, if
