@@ -1,5 +1,6 @@
 """Shared fixtures: an app on a temporary SQLite file with a scripted model,
 a fake OpenAI-compatible server, and a real gunicorn+gevent server on loopback."""
+import http.client
 import os
 import re
 import signal
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -171,14 +173,18 @@ class LiveServer:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + 20
+        # The master listens before its worker has loaded the app (and run
+        # its migrations): wait until a worker answers, so that no test's
+        # first request races a slow boot on a busy machine.
+        deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
+                with urllib.request.urlopen(self.url + "/static/favicon.svg", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except (OSError, http.client.HTTPException):
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("gunicorn did not start:\n" + self.logs())
