@@ -13,6 +13,7 @@ from models import NameChange
 from models import utcnow
 from names import clean_name
 from rendering import name_hue
+from test_views import wait_until
 
 HTMX = {"HX-Request": "true"}
 ME = re.compile(r'<strong class="me">(.*?)</strong>')
@@ -266,9 +267,7 @@ def test_the_model_sees_each_message_under_the_name_it_was_posted_with(client, a
         "/messages", data={"body": "@gpt who am I?", "page": "", "csrf_token": token}
     )
     assert response.status_code == 303
-    from test_views import wait_until
-
     with app.app_context():
-        assert wait_until(lambda: provider.requests)
+        assert wait_until(lambda: provider.requests, timeout=15)
     users = [m["content"] for m in provider.requests[0] if m["role"] == "user"]
     assert users == ["{}: I am new here".format(old), "Ada Lovelace: @gpt who am I?"]
