@@ -219,10 +219,18 @@ def test_the_redirect_stays_on_this_site(client, next_path):
     assert response.status_code == 303 and response.headers["Location"] == "/"
 
 
-def test_the_redirect_returns_to_the_page_the_form_was_on(client):
-    _, token = open_page(client)
-    response = rename(client, token, "Grace Hopper", next_path="/?x=1")
-    assert response.headers["Location"] == "/?x=1"
+@pytest.mark.parametrize("path", ["/r/book-club", "/r/book-club?before=5", "/rooms"])
+def test_every_page_with_a_top_bar_has_the_form_and_returns_to_itself(client, path):
+    page = client.get(path).get_data(as_text=True)
+    token = csrf_from(page)
+    assert re.search(r'<input type="hidden" name="next" value="([^"]*)">', page).group(1) == html.escape(path)
+    response = rename(client, token, "Grace Hopper", next_path=path)
+    assert response.status_code == 303 and response.headers["Location"] == path
+    assert shown_name(client.get(path).get_data(as_text=True)) == "Grace Hopper"
+    # A refusal comes back on that page, too.
+    rename(client, token, "Grace: again", next_path=path)
+    page = client.get(path).get_data(as_text=True)
+    assert error_shown(page).endswith("(not “:”).") and typed_value(page) == "Grace: again"
 
 
 # -- the rate limit -----------------------------------------------------------------
