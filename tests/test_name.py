@@ -3,8 +3,10 @@ JavaScript (post-redirect-get), the rules a name follows and the message each
 broken rule gets, CSRF, the rate limit, and what the model is told."""
 import html
 import re
+import time
 from datetime import timedelta
 
+import gevent
 import pytest
 
 from conftest import csrf_from
@@ -13,10 +15,21 @@ from models import NameChange
 from models import utcnow
 from names import clean_name
 from rendering import name_hue
-from test_views import wait_until
 
 HTMX = {"HX-Request": "true"}
 ME = re.compile(r'<strong class="me">(.*?)</strong>')
+
+
+def wait_until(predicate, timeout=15.0):
+    """Poll ``predicate`` while letting greenlets (the reply's generation) run.
+    Wall-clock deadline: the hub's cached loop time is stale after a long
+    stretch of tests that never yield to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(0.01)
+    return False
 
 
 def open_page(client):
@@ -276,6 +289,6 @@ def test_the_model_sees_each_message_under_the_name_it_was_posted_with(client, a
     )
     assert response.status_code == 303
     with app.app_context():
-        assert wait_until(lambda: provider.requests, timeout=15)
+        assert wait_until(lambda: provider.requests)
     users = [m["content"] for m in provider.requests[0] if m["role"] == "user"]
     assert users == ["{}: I am new here".format(old), "Ada Lovelace: @gpt who am I?"]
