@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from models import STREAMING
 from models import Message
+from models import NameChange
 from models import utcnow
 
 
@@ -45,3 +46,20 @@ def check_reply_capacity(session_key, config):
     running = Message.select().where(Message.status == STREAMING).count()
     if running >= config["MAX_CONCURRENT_REPLIES"]:
         raise Refused("@gpt is busy answering everyone right now. Try again in a moment.", 503)
+
+
+def check_name_change(session_key, config):
+    """Refuse a name change over the per-session rate (``NAME_CHANGES_PER_HOUR``)."""
+    limit = config["NAME_CHANGES_PER_HOUR"]
+    recent = NameChange.select().where(NameChange.session_key == session_key, NameChange.created_at > _since(3600))
+    if recent.count() >= limit:
+        raise Refused(
+            "You have changed your name {} times in the last hour, the most allowed. "
+            "Keep this one for a while.".format(limit)
+        )
+
+
+def record_name_change(session_key):
+    """Count a name change (and forget this session's changes older than the window)."""
+    NameChange.delete().where(NameChange.session_key == session_key, NameChange.created_at <= _since(3600)).execute()
+    NameChange.create(session_key=session_key)

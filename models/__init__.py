@@ -209,7 +209,18 @@ class Room(BaseModel):
         return list(cls.select().order_by(cls.active_at.desc(), cls.id.desc()).limit(limit))
 
 
-MODELS = [Message, Chunk, Flag, Room]
+class NameChange(BaseModel):
+    """A browser session changed its name (``limits.check_name_change`` counts them)."""
+
+    session_key = CharField(max_length=32)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "name_change"
+        indexes = ((("session_key", "created_at"), False),)
+
+
+MODELS = [Message, Chunk, Flag, Room, NameChange]
 
 
 def is_postgres(url):
@@ -286,6 +297,7 @@ __all__ = [
     "Chunk",
     "Flag",
     "Message",
+    "NameChange",
     "Room",
     "db",
     "init_db",
