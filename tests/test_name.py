@@ -3,10 +3,8 @@ JavaScript (post-redirect-get), the rules a name follows and the message each
 broken rule gets, CSRF, the rate limit, and what the model is told."""
 import html
 import re
-import time
 from datetime import timedelta
 
-import gevent
 import pytest
 
 from conftest import csrf_from
@@ -15,21 +13,14 @@ from models import NameChange
 from models import utcnow
 from names import clean_name
 from rendering import name_hue
+from test_views import wait_until as wait_in_app
 
 HTMX = {"HX-Request": "true"}
 ME = re.compile(r'<strong class="me">(.*?)</strong>')
 
 
 def wait_until(predicate, timeout=15.0):
-    """Poll ``predicate`` while letting greenlets (the reply's generation) run.
-    Wall-clock deadline: the hub's cached loop time is stale after a long
-    stretch of tests that never yield to it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        gevent.sleep(0.01)
-    return False
+    return wait_in_app(predicate, timeout)  # test_views' poller, with a longer default
 
 
 def open_page(client):

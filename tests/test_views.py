@@ -1,4 +1,6 @@
 """The page, the composer's post in its three forms, bad input, and seeding."""
+import time
+
 import gevent
 import pytest
 from body_model import Body
@@ -30,8 +32,11 @@ def post(client, token, body, headers=None, page="aa01"):
 
 
 def wait_until(predicate, timeout=5.0):
-    deadline = gevent.get_hub().loop.now() + timeout
-    while gevent.get_hub().loop.now() < deadline:
+    """Poll ``predicate`` while letting greenlets (a reply's generation) run.
+    Wall-clock deadline: the hub's cached loop time is stale after a long
+    stretch of tests that never yield to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if predicate():
             return True
         gevent.sleep(0.01)
