@@ -312,6 +312,7 @@
   // polite announcer instead, a whole sentence (or list item, or code line) at
   // a time, and the rest when it ends. A reply streaming is also aria-busy.
   var known = new Set();     // article ids this page has shown
+  var oldest = Infinity;     // the lowest message id among them
   var replies = new Map();   // reply id -> {said: text announced, done, named}
   var BOUNDARY = /[.!?\u2026]+["'\u201d\u2019)\]*_]*(?=\s)|\n/g;
 
@@ -400,14 +401,26 @@
     }
   }
 
-  function prepare(article) {
+  function messageId(article) {
+    return parseInt(article.id.slice("message-".length), 10) || 0;
+  }
+
+  // Older than all the page showed before (``bound``, the oldest id then):
+  // history loaded above it, not news.
+  function isHistory(article, bound) {
+    return bound !== Infinity && !known.has(article.id) && messageId(article) < bound;
+  }
+
+  function prepare(article, bound) {
     var assistant = article.dataset.role === "assistant";
     // A reply is told by the announcer; an article swapped for one this page
-    // already showed (a snapshot after reconnecting) is no news either.
-    if (assistant || known.has(article.id)) article.setAttribute("aria-live", "off");
+    // already showed (a snapshot after reconnecting) or older history is no
+    // news either.
+    if (assistant || known.has(article.id) || isHistory(article, bound)) article.setAttribute("aria-live", "off");
     if (assistant && article.dataset.status === "streaming") article.setAttribute("aria-busy", "true");
     else article.removeAttribute("aria-busy");
     known.add(article.id);
+    oldest = Math.min(oldest, messageId(article));
     showTimes(article);
   }
 
@@ -439,6 +452,7 @@
   function onMutations(records) {
     var touched = new Set();
     var lostFocus = null;
+    var bound = oldest;
     records.forEach(function (record) {
       var target = record.target.nodeType === 1 ? record.target : record.target.parentElement;
       if (!target || !target.closest("#messages") || target.closest("time")) return;
@@ -447,7 +461,10 @@
       });
       record.addedNodes.forEach(function (node) {
         articlesIn(node).forEach(function (article) {
-          prepare(article);
+          if (isHistory(article, bound) && !replies.has(article.id)) {
+            replies.set(article.id, {said: bodyText(article), done: article.dataset.status !== "streaming", named: true});
+          }
+          prepare(article, bound);
           if (article.dataset.role === "assistant") touched.add(article);
         });
         if (node.nodeType === 1 || node.textContent.trim()) followLater(node.nodeType === 1 ? node : target);
@@ -472,17 +489,18 @@
     announcer.setAttribute("aria-live", "polite");
     document.body.appendChild(announcer);
 
+    showTimes(document.body);  // the room list's times too
     list.querySelectorAll("article.message").forEach(function (article) {
-      prepare(article);
+      prepare(article, -Infinity);
       if (article.dataset.role === "assistant") {
         var streaming = article.dataset.status === "streaming";
         replies.set(article.id, {said: bodyText(article), done: !streaming, named: !streaming});
       }
     });
     new MutationObserver(onMutations).observe(document.body, {childList: true, subtree: true, characterData: true});
-    window.setInterval(function () { showTimes(list); }, 30 * 1000);
+    window.setInterval(function () { showTimes(document.body); }, 30 * 1000);
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden) showTimes(list);
+      if (!document.hidden) showTimes(document.body);
     });
 
     if (newButton) newButton.addEventListener("click", jumpToNewest);

@@ -4,7 +4,9 @@ are told, keyboard use and focus, contrast in light and dark, and the phone
 layout."""
 import datetime
 import re
+import sqlite3
 import time
+import urllib.request
 
 import pytest
 
@@ -361,6 +363,56 @@ def test_a_failed_reply_is_announced_with_its_notice(live_server, person):
     assert_no_errors(asker, observer)
 
 
+def insert_history(database_url, room, n):
+    """``n`` old messages in ``room``, every third a reply, written straight
+    into the server's database."""
+    start = datetime.datetime(2026, 1, 1, 9, 0)
+    rows = [
+        (room, "gpt" if i % 3 == 2 else "Old Timer", "assistant" if i % 3 == 2 else "user", "complete",
+         "History line {}. It is old news.".format(i), start + datetime.timedelta(minutes=i), False)
+        for i in range(n)
+    ]
+    sql = ("INSERT INTO message (room, author, role, status, body, created_at, stop_requested)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+    room_sql = "INSERT INTO room (name, created_at, active_at, messages) VALUES (?, ?, ?, ?)"
+    if database_url.startswith("sqlite:///"):
+        con = sqlite3.connect(database_url[len("sqlite:///"):])
+        with con:
+            con.executemany(sql, rows)
+            con.execute(room_sql, (room, start, start, n))
+        con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(database_url) as con:
+        with con.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+            cur.execute(room_sql.replace("?", "%s"), (room, start, start, n))
+
+
+def test_older_messages_loaded_above_are_not_announced(live_server, person):
+    urllib.request.urlopen(live_server.url + "/rooms", timeout=10).close()  # the worker has made the tables
+    insert_history(live_server.database_url, "long", 80)
+    reader = person(live_server, screen_reader=True).open("/r/long")
+    assert len(reader.article_ids()) == 50
+    reader.page.evaluate("window.scrollTo(0, 0)")
+    reader.wait_for("() => document.querySelectorAll('#messages > article').length === 80", what="older messages")
+    reader.page.wait_for_timeout(300)
+    assert reader.page.evaluate("window.__heard") == []
+    # Scrolled to the top, the reader is not pulled down by what arrives.
+    assert not reader.page.evaluate("document.documentElement.classList.contains('pinned')")
+    top = reader.page.evaluate("document.scrollingElement.scrollTop")
+    writer = person(live_server).open("/r/long")
+    writer.send("Anyone here?")
+    reader.wait_for(
+        "() => !document.getElementById('new-messages').hidden", what="the new-messages button"
+    )
+    assert abs(reader.page.evaluate("document.scrollingElement.scrollTop") - top) < 1
+    heard = reader.page.evaluate("window.__heard")
+    assert len(heard) == 1 and "Anyone here?" in heard[0]["text"], heard
+    assert_no_errors(reader, writer)
+
+
 # -- 3. timestamps -----------------------------------------------------------------
 
 # A clock on 10 March 2026 at 15:00 in Berlin (14:00 UTC).
@@ -653,6 +705,8 @@ def test_text_contrast_is_at_least_4_5(live_server, person, scheme):
     other.send("Good morning!")
     reply_id = asker.reply_after(asker.send("@gpt show me a link and some code"))
     asker.wait_status(reply_id)
+    # (Send stays disabled until the reply's stream has closed.)
+    asker.wait_for("() => !document.querySelector('#composer button').disabled", what="Send enabled")
     failed_id = asker.reply_after(asker.send("@gpt and again?"))
     asker.wait_status(failed_id, "failed")
     asker.page.evaluate(ALL_HUES)
