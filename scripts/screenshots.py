@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from playwright.sync_api import sync_playwright
 
@@ -70,14 +71,15 @@ def start_server(folder):
         "app:create_app()",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    url = "http://127.0.0.1:{}".format(port)
+    # Ready once a worker answers (the master listens before the app loads).
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, "http://127.0.0.1:{}".format(port)
+            with urllib.request.urlopen(url + "/static/favicon.svg", timeout=5) as response:
+                if response.status == 200:
+                    return proc, url
         except OSError:
-            if proc.poll() is not None:
-                break
             time.sleep(0.1)
     stop_server(proc)
     with open(os.path.join(folder, "gunicorn.log")) as f:
