@@ -711,6 +711,8 @@ def test_text_contrast_is_at_least_4_5(live_server, person, scheme):
     asker.wait_status(failed_id, "failed")
     asker.page.evaluate(ALL_HUES)
     asker.page.evaluate("document.body.dataset.live = 'false'")
+    # The top bar's menus open: the room list and the name form.
+    asker.page.evaluate("document.querySelectorAll('.topbar details').forEach((d) => { d.open = true; })")
     # A reply still streaming, with its Stop control.
     asker.page.evaluate(
         """(id) => { const copy = document.getElementById(id).cloneNode(true);
@@ -733,7 +735,8 @@ def test_text_contrast_is_at_least_4_5(live_server, person, scheme):
     for hue in range(12):
         assert re.search(r"message-author\.hue-{}\b".format(hue), measured), hue
     for part in ("message-body", "a", "code", "time", "message-usage", "message-model", "message-notice",
-                 "button", "new-messages", "placeholder", "reconnecting", "whoami", "h1"):
+                 "button", "new-messages", "placeholder", "reconnecting", "me", "hint", "h1",
+                 "summary", "rename-rules"):
         assert re.search(r"(^|[ .#]){}\b".format(re.escape(part)), measured), part
     for action in ("Retry", "Stop", "Send"):
         assert any(r["text"] == action for r in results), action
