@@ -1,5 +1,6 @@
 // The page's small glue around htmx: where the author's stream swaps, what the
-// socket asks for on each (re)connect, and the composer's keyboard and focus.
+// socket asks for on each (re)connect, and the composer's keyboard and focus;
+// then, reading the page: scrolling, timestamps and what screen readers hear.
 (function () {
   "use strict";
 
@@ -24,11 +25,6 @@
       ids.push(a.id.slice("message-".length));
     });
     return ids;
-  }
-
-  function nearBottom() {
-    var el = document.scrollingElement || document.documentElement;
-    return el.scrollHeight - el.scrollTop - el.clientHeight < 120;
   }
 
   function follow(id) {
@@ -104,13 +100,6 @@
     document.body.dataset.live = "false";
   });
 
-  // Keep the newest message in view, but only for a reader already at the bottom.
-  var stick = true;
-  document.addEventListener("htmx:before:swap", function () { stick = nearBottom(); });
-  document.addEventListener("htmx:after:swap", function () {
-    if (stick) window.scrollTo(0, document.body.scrollHeight);
-  });
-
   // The composer: clear after a successful send, keep focus; Enter sends,
   // Shift+Enter adds a line.
   function composerSent(form) {
@@ -118,6 +107,7 @@
     field.value = "";
     form.querySelector("#composer-error").textContent = "";
     field.focus();
+    document.dispatchEvent(new CustomEvent("chat:sent"));
   }
   document.addEventListener("htmx:after:request", function (e) {
     var form = e.detail.ctx.sourceElement;
@@ -179,5 +169,376 @@
   window.scrollTo(0, document.body.scrollHeight);
 
   window.addEventListener("DOMContentLoaded", markMine);
-  window.addEventListener("load", function () { window.scrollTo(0, document.body.scrollHeight); });
+})();
+
+// Reading the page: follow new text only while the reader is at the bottom,
+// relative timestamps, and what screen readers hear. Every change to the
+// message list (the asker's own tokens, the socket's sentences and snapshots,
+// the final swap) is seen here through one MutationObserver, whatever carried it.
+(function () {
+  "use strict";
+
+  var list = null;       // #messages
+  var newButton = null;  // #new-messages: "something arrived below"
+  var announcer = null;  // the polite region that receives whole sentences
+
+  // -- scrolling -----------------------------------------------------------------
+  // Pinned: the reader is at the bottom, and new text keeps them there. Only the
+  // reader unpins (by moving up) or re-pins (by reaching the bottom); text
+  // arriving below never moves someone who scrolled up to read.
+  var pinned = true;
+  var lastTop = 0;
+  var changedSince = [];  // elements changed since the last frame
+  var frame = 0;
+
+  function scroller() { return document.scrollingElement || document.documentElement; }
+
+  function fromBottom() {
+    var el = scroller();
+    return el.scrollHeight - el.scrollTop - el.clientHeight;
+  }
+
+  // The composer sits over the bottom of the viewport.
+  function visibleBottom() {
+    var composer = document.getElementById("composer");
+    return composer ? composer.getBoundingClientRect().top : window.innerHeight;
+  }
+
+  function setPinned(value) {
+    pinned = value;
+    // While pinned, the browser's scroll anchoring would only move the view up
+    // when something above changes size; following the bottom is our job then.
+    document.documentElement.classList.toggle("pinned", value);
+    if (value) showNew(false);
+  }
+
+  function showNew(show) {
+    if (newButton && newButton.hidden === show) newButton.hidden = !show;
+  }
+
+  function scrollToBottom() {
+    window.scrollTo(0, scroller().scrollHeight);
+    lastTop = scroller().scrollTop;
+    setPinned(true);
+  }
+
+  function onScroll() {
+    var top = scroller().scrollTop;
+    var distance = fromBottom();
+    if (top < lastTop - 1 && distance > 2) setPinned(false);
+    else if (distance <= 24) setPinned(true);
+    lastTop = top;
+  }
+
+  // Intent to read above, seen before the scroll itself: unpin at once, so a
+  // frame that follows the bottom cannot undo the reader's first step up.
+  function movingUp() {
+    if (scroller().scrollTop > 0) setPinned(false);
+  }
+
+  function followLater(element) {
+    changedSince.push(element);
+    if (!frame) frame = window.requestAnimationFrame(follow);
+  }
+
+  function follow() {
+    frame = 0;
+    var changed = changedSince;
+    changedSince = [];
+    if (pinned) {
+      if (fromBottom() > 0) scrollToBottom();
+      return;
+    }
+    var bottom = visibleBottom();
+    for (var i = 0; i < changed.length; i++) {
+      if (changed[i].isConnected && changed[i].getBoundingClientRect().bottom > bottom + 1) {
+        showNew(true);
+        return;
+      }
+    }
+  }
+
+  function jumpToNewest() {
+    scrollToBottom();
+    var field = document.querySelector("#composer textarea");
+    if (field) field.focus({preventScroll: true});
+  }
+
+  // -- timestamps ----------------------------------------------------------------
+  // The server writes the absolute time (UTC) into each <time>; here it becomes
+  // "3 min ago" with the local time in its title, kept current.
+  var MINUTE = 60 * 1000;
+
+  function clock(date) {
+    return date.toLocaleTimeString(undefined, {hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+  }
+
+  function relativeTime(date, now) {
+    var ago = now - date.getTime();
+    if (ago < MINUTE) return "just now";  // a server clock slightly ahead too
+    if (ago < 60 * MINUTE) return Math.floor(ago / MINUTE) + " min ago";
+    var today = new Date(now);
+    today.setHours(0, 0, 0, 0);
+    if (date >= today) return Math.floor(ago / (60 * MINUTE)) + " h ago";
+    var yesterday = new Date(today);
+    yesterday.setDate(today.getDate() - 1);
+    if (date >= yesterday) return "yesterday " + clock(date);
+    var options = {day: "numeric", month: "short"};
+    if (date.getFullYear() !== today.getFullYear()) options.year = "numeric";
+    return date.toLocaleDateString(undefined, options) + ", " + clock(date);
+  }
+
+  function showTime(el, now) {
+    // Python writes microseconds; Date wants at most milliseconds.
+    var date = new Date(el.getAttribute("datetime").replace(/(\.\d{3})\d+/, "$1"));
+    if (isNaN(date.getTime())) return;
+    var label = relativeTime(date, now);
+    var title = date.toLocaleString(undefined, {dateStyle: "full", timeStyle: "short"});
+    // Keeping the time current is not news: screen readers are not told.
+    if (el.getAttribute("aria-live") !== "off") el.setAttribute("aria-live", "off");
+    if (el.title !== title) el.title = title;
+    if (el.textContent !== label) el.textContent = label;
+  }
+
+  function showTimes(root) {
+    var now = Date.now();
+    root.querySelectorAll("time[datetime]").forEach(function (el) { showTime(el, now); });
+  }
+
+  // -- what screen readers hear --------------------------------------------------
+  // The message list is a polite live region: a new message is read out whole.
+  // A reply is not read from the list (it grows token by token for the asker,
+  // and its article is swapped when it ends); its text goes to a separate
+  // polite announcer instead, a whole sentence (or list item, or code line) at
+  // a time, and the rest when it ends. A reply streaming is also aria-busy.
+  var known = new Set();     // article ids this page has shown
+  var oldest = Infinity;     // the lowest message id among them
+  var replies = new Map();   // reply id -> {said: text announced, done, named}
+  var BOUNDARY = /[.!?\u2026]+["'\u201d\u2019)\]*_]*(?=\s)|\n/g;
+
+  function sentencesEnd(text) {
+    var end = 0;
+    var match;
+    BOUNDARY.lastIndex = 0;
+    while ((match = BOUNDARY.exec(text)) !== null) end = match.index + match[0].length;
+    return end;
+  }
+
+  function commonPrefix(a, b) {
+    var n = 0;
+    while (n < a.length && n < b.length && a[n] === b[n]) n++;
+    return a.slice(0, n);
+  }
+
+  function say(article, text, state) {
+    text = text.replace(/\s+/g, " ").trim();
+    if (!text || !announcer) return;
+    if (!state.named) {
+      var author = article.querySelector(".message-author");
+      text = (author ? author.textContent.trim() + ": " : "") + text;
+      state.named = true;
+    }
+    var line = document.createElement("p");
+    line.dataset.reply = article.id;
+    line.textContent = text;
+    announcer.appendChild(line);
+    while (announcer.childElementCount > 20) announcer.removeChild(announcer.firstElementChild);
+  }
+
+  // A body's text with a line break between blocks (paragraphs, list items,
+  // table rows), so the end of an item counts as a boundary. Only ever grows
+  // at its end while the body grows: no break is written before the next
+  // block has text.
+  var BLOCKS = /^(P|LI|UL|OL|PRE|H[1-6]|BLOCKQUOTE|TABLE|THEAD|TBODY|TR|HR|DIV|BR)$/;
+  var CONTAINERS = /^(UL|OL|TABLE|THEAD|TBODY|TR|BLOCKQUOTE|DIV)$/;
+
+  function bodyText(article) {
+    var body = article.querySelector(".message-body");
+    var out = "";
+    var gap = "";
+    (function walk(node) {
+      for (var child = node.firstChild; child; child = child.nextSibling) {
+        if (child.nodeType === 3) {
+          if (CONTAINERS.test(node.nodeName) && !child.data.trim()) continue;
+          if (out) out += gap;
+          gap = "";
+          out += child.data;
+        } else if (child.nodeType === 1) {
+          var block = BLOCKS.test(child.nodeName);
+          var cell = child.nodeName === "TD" || child.nodeName === "TH";
+          if (block) gap = "\n";
+          else if (cell && !gap) gap = " ";
+          walk(child);
+          if (block) gap = "\n";
+          else if (cell && !gap) gap = " ";
+        }
+      }
+    })(body || document.createElement("div"));
+    return out;
+  }
+
+  // Called for every reply whose article changed: announce what it completed.
+  function speak(article) {
+    var streaming = article.dataset.status === "streaming";
+    var state = replies.get(article.id);
+    if (!state || (state.done && streaming)) {  // new, or retried
+      state = {said: "", done: false, named: false};
+      replies.set(article.id, state);
+    }
+    if (state.done) return;
+    var text = bodyText(article);
+    if (text.slice(0, state.said.length) !== state.said) state.said = commonPrefix(state.said, text);
+    var rest = text.slice(state.said.length);
+    var end = streaming ? sentencesEnd(rest) : rest.length;
+    if (end > 0) {
+      say(article, rest.slice(0, end), state);
+      state.said += rest.slice(0, end);
+    }
+    if (!streaming) {
+      state.done = true;
+      var notice = article.querySelector(".message-notice");
+      if (notice) say(article, notice.textContent, state);
+    }
+  }
+
+  function messageId(article) {
+    return parseInt(article.id.slice("message-".length), 10) || 0;
+  }
+
+  // Older than all the page showed before (``bound``, the oldest id then):
+  // history loaded above it, not news.
+  function isHistory(article, bound) {
+    return bound !== Infinity && !known.has(article.id) && messageId(article) < bound;
+  }
+
+  function prepare(article, bound) {
+    var assistant = article.dataset.role === "assistant";
+    // A reply is told by the announcer; an article swapped for one this page
+    // already showed (a snapshot after reconnecting) or older history is no
+    // news either.
+    if (assistant || known.has(article.id) || isHistory(article, bound)) article.setAttribute("aria-live", "off");
+    if (assistant && article.dataset.status === "streaming") article.setAttribute("aria-busy", "true");
+    else article.removeAttribute("aria-busy");
+    known.add(article.id);
+    oldest = Math.min(oldest, messageId(article));
+    showTimes(article);
+  }
+
+  function articlesIn(node) {
+    if (node.nodeType !== 1) return [];
+    if (node.matches("article.message")) return [node];
+    return Array.prototype.slice.call(node.querySelectorAll("article.message"));
+  }
+
+  // A control that had focus goes with its article when the article is
+  // swapped (Stop gives way to Retry): focus the new article's control then,
+  // rather than dropping a keyboard user at the top of the page.
+  var lastFocus = null;
+  document.addEventListener("focusin", function (e) { lastFocus = e.target; });
+
+  function refocus(articleId) {
+    var active = document.activeElement;
+    if (active && active !== document.body) return;
+    var article = document.getElementById(articleId);
+    var controls = article ? article.querySelectorAll("button, a[href]") : [];
+    for (var i = 0; i < controls.length; i++) {
+      if (controls[i].getClientRects().length) {
+        controls[i].focus();
+        return;
+      }
+    }
+  }
+
+  function onMutations(records) {
+    var touched = new Set();
+    var lostFocus = null;
+    var bound = oldest;
+    records.forEach(function (record) {
+      var target = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+      if (!target || !target.closest("#messages") || target.closest("time")) return;
+      record.removedNodes.forEach(function (node) {
+        if (lastFocus && node.nodeType === 1 && node.matches("article.message") && node.contains(lastFocus)) lostFocus = node.id;
+      });
+      record.addedNodes.forEach(function (node) {
+        articlesIn(node).forEach(function (article) {
+          if (isHistory(article, bound) && !replies.has(article.id)) {
+            replies.set(article.id, {said: bodyText(article), done: article.dataset.status !== "streaming", named: true});
+          }
+          prepare(article, bound);
+          if (article.dataset.role === "assistant") touched.add(article);
+        });
+        if (node.nodeType === 1 || node.textContent.trim()) followLater(node.nodeType === 1 ? node : target);
+      });
+      if (record.type === "characterData") followLater(target);
+      var article = target.closest("article.message");
+      if (article && article.dataset.role === "assistant") touched.add(article);
+    });
+    touched.forEach(function (article) {
+      if (article.isConnected) speak(article);
+    });
+    if (lostFocus) refocus(lostFocus);
+  }
+
+  function start() {
+    list = document.getElementById("messages");
+    if (!list) return;
+    newButton = document.getElementById("new-messages");
+    announcer = document.createElement("div");
+    announcer.id = "announcer";
+    announcer.className = "visually-hidden";
+    announcer.setAttribute("aria-live", "polite");
+    document.body.appendChild(announcer);
+
+    showTimes(document.body);  // the room list's times too
+    list.querySelectorAll("article.message").forEach(function (article) {
+      prepare(article, -Infinity);
+      if (article.dataset.role === "assistant") {
+        var streaming = article.dataset.status === "streaming";
+        replies.set(article.id, {said: bodyText(article), done: !streaming, named: !streaming});
+      }
+    });
+    new MutationObserver(onMutations).observe(document.body, {childList: true, subtree: true, characterData: true});
+    window.setInterval(function () { showTimes(document.body); }, 30 * 1000);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) showTimes(document.body);
+    });
+
+    if (newButton) newButton.addEventListener("click", jumpToNewest);
+    window.addEventListener("scroll", onScroll, {passive: true});
+    window.addEventListener("wheel", function (e) { if (e.deltaY < 0) movingUp(); }, {passive: true});
+    document.addEventListener("keydown", function (e) {
+      if (/^(PageUp|ArrowUp|Home)$/.test(e.key) && !e.target.closest("textarea, input, select, [contenteditable]")) movingUp();
+    });
+    document.addEventListener("chat:sent", function () {
+      setPinned(true);  // the sender wants to see their message
+      followLater(list);
+    });
+    // The composer grows (a longer draft, an error) and the window resizes
+    // (a phone's keyboard): keep a pinned reader at the bottom, and the
+    // new-messages button just above the composer.
+    var composer = document.getElementById("composer");
+    var topbar = document.querySelector(".topbar");
+    if (composer && window.ResizeObserver) {
+      new ResizeObserver(function () {
+        var root = document.documentElement.style;
+        root.setProperty("--composer-height", composer.offsetHeight + "px");
+        if (topbar) root.setProperty("--topbar-height", topbar.offsetHeight + "px");
+        if (pinned) followLater(list);
+      }).observe(composer);
+      if (topbar) new ResizeObserver(function () {
+        document.documentElement.style.setProperty("--topbar-height", topbar.offsetHeight + "px");
+      }).observe(topbar);
+    }
+    window.addEventListener("resize", function () { if (pinned) followLater(list); });
+
+    // Open at the newest message (unless the address names another).
+    history.scrollRestoration = "manual";
+    var named = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (named) setPinned(false);
+    else scrollToBottom();
+    window.addEventListener("load", function () { if (pinned) scrollToBottom(); });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
