@@ -17,6 +17,7 @@ included, is queued to that writer.
 import json
 import logging
 import os
+import re
 import socket
 
 import gevent
@@ -74,11 +75,17 @@ def decline_compression():
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
+# An id as pages send it: ASCII digits only (str.isdigit() also takes "²",
+# which int() refuses).
+_ID = re.compile(r"[0-9]{1,18}")
+
+
 def parse_ids(value, limit=200):
     """Comma-separated positive integers from a query parameter (junk ignored)."""
     ids = []
     for part in (value or "").split(",")[:limit]:
-        if part.strip().isdigit():
+        part = part.strip()
+        if _ID.fullmatch(part):
             ids.append(int(part))
     return ids
 
@@ -164,7 +171,8 @@ class PageSocket:
     def resync(self, message_id):
         """Re-send one whole article (after a gap, or when the page starts following)."""
         with db.connection_context():
-            message = Message.get_or_none(Message.id == message_id)
+            # Only this socket's room: a page cannot pull another room's messages.
+            message = Message.get_or_none((Message.id == message_id) & (Message.room == self.room))
             if message is None:
                 return
             html = upsert(self._article(message))

@@ -52,6 +52,7 @@ bp = Blueprint("chat", __name__)
 
 _MENTION = re.compile(r"(?<![\w@])@gpt\b", re.IGNORECASE)
 PAGE_ID = re.compile(r"[0-9a-f]{1,32}")
+ID = re.compile(r"[0-9]{1,18}")  # a message id in a URL (ASCII digits: isdigit() also takes "²")
 _faker = None
 
 
@@ -124,7 +125,7 @@ def asks_model(text):
 def before_id():
     """The ``before`` query argument (older messages than this id), or None."""
     value = request.args.get("before", "")
-    return int(value) if value.isdigit() and 0 < len(value) < 19 else None
+    return int(value) if ID.fullmatch(value) else None
 
 
 @bp.get("/")
@@ -507,7 +508,7 @@ def socket_route(ws):
         ws.close(1008, "no such room")
         return
     page = page_id(args.get("page"))
-    after = int(args["after"]) if args.get("after", "").isdigit() else 0
+    after = int(args["after"]) if ID.fullmatch(args.get("after", "")) else 0
     PageSocket(
         ws,
         chat()["hub"],

@@ -135,33 +135,54 @@
     document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
   }
 
-  // Older messages (the "#older" link, loaded by htmx when revealed) go in
-  // above what the reader is looking at: keep that where it was.
-  var olderAnchor = null;
+  // Older messages (the "#older" link, loaded by htmx when revealed or
+  // clicked) go in above what the reader is looking at: the message the link
+  // loads before (data-before) stays where it was. Screen readers are not
+  // told: the page's announcer marks them as history.
+  var olderLoad = null;
   document.addEventListener("htmx:before:request", function (e) {
     var source = e.detail.ctx.sourceElement;
     if (!source || source.id !== "older") return;
-    var first = document.querySelector("#messages > article.message");
-    olderAnchor = first ? {ctx: e.detail.ctx, element: first, top: first.getBoundingClientRect().top} : null;
-    // History going in is not news: keep screen readers from announcing it.
-    var list = document.getElementById("messages");
-    if (olderAnchor && list.getAttribute("aria-live") !== "off") {
-      olderAnchor.live = list.getAttribute("aria-live");
-      list.setAttribute("aria-live", "off");
+    var anchor = document.getElementById("message-" + source.dataset.before);
+    olderLoad = {ctx: e.detail.ctx, anchor: anchor, top: anchor ? anchor.getBoundingClientRect().top : 0};
+  });
+  document.addEventListener("htmx:before:swap", function (e) {
+    if (!olderLoad || e.detail.ctx !== olderLoad.ctx) return;
+    var response = e.detail.ctx.response;
+    if (response && response.status >= 400) {
+      // Keep the link (a click tries again) rather than swap in an error page.
+      e.preventDefault();
+      var link = document.getElementById("older");
+      if (link) link.textContent = "Older messages could not be loaded. Try again";
+      olderLoad = null;
+      return;
     }
+    // An article the page already shows (a retried reply pushed to the page
+    // while it was off screen) is kept: the socket keeps it current, and this
+    // response may be older than what the page has.
+    olderLoad.streaming = [];
+    (e.detail.tasks || []).forEach(function (task) {
+      if (!task.fragment || !task.fragment.querySelectorAll) return;
+      task.fragment.querySelectorAll("article.message[id]").forEach(function (article) {
+        if (document.getElementById(article.id)) article.remove();
+        else if (article.dataset.status === "streaming") olderLoad.streaming.push(article.id.slice("message-".length));
+      });
+    });
   });
   // (htmx 4 fires after:request before the swap; after:swap once it is all in.)
   document.addEventListener("htmx:after:swap", function (e) {
-    if (!olderAnchor || e.detail.ctx !== olderAnchor.ctx) return;
-    if (olderAnchor.element.isConnected) {
-      window.scrollBy(0, olderAnchor.element.getBoundingClientRect().top - olderAnchor.top);
+    if (!olderLoad || e.detail.ctx !== olderLoad.ctx) return;
+    var load = olderLoad;
+    olderLoad = null;
+    if (load.anchor && load.anchor.isConnected) {
+      window.scrollBy(0, load.anchor.getBoundingClientRect().top - load.top);
     }
-    if (olderAnchor.live) {
-      var live = olderAnchor.live;
-      // Restored once the insertion has been seen as a quiet change.
-      setTimeout(function () { document.getElementById("messages").setAttribute("aria-live", live); }, 0);
-    }
-    olderAnchor = null;
+    // A reply loaded here that is still being written: the socket has not
+    // been sending it to this page, so ask for it and follow it.
+    (load.streaming || []).forEach(follow);
+  });
+  document.addEventListener("htmx:finally:request", function (e) {
+    if (olderLoad && e.detail.ctx === olderLoad.ctx) olderLoad = null;  // failed before any swap
   });
 
   // Open at the newest message now, before htmx starts watching the link to

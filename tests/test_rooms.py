@@ -1,5 +1,6 @@
 """Rooms: their URLs and names, the list of active rooms, each room's own
 messages, socket channel and model context, and older messages on demand."""
+import json
 import re
 
 import pytest
@@ -224,6 +225,10 @@ def test_without_javascript_older_messages_are_a_page_of_their_own(app, client):
 def test_older_messages_need_a_valid_room_and_position(client):
     assert client.get("/r/long/older").status_code == 400
     assert client.get("/r/Not-Valid!/older?before=3").status_code == 404
+    # Digits only in ASCII: "²" is a digit to str.isdigit() but not to int().
+    assert client.get("/r/long/older?before=\u00b2").status_code == 400
+    assert client.get("/?before=\u00b2").status_code == 200
+    assert client.get("/r/long?before=1\u00b2").status_code == 200
 
 
 # -- over a real server: one socket channel per room ------------------------------
@@ -248,5 +253,12 @@ def test_a_rooms_socket_hears_only_its_room(live_server, ws_open):
     assert not any("beta" in f for f in in_alpha.frames)
     assert not any("alpha" in f for f in in_beta.frames)
     assert in_lobby.frames == []
+    # Asking to follow another room's message gets nothing from it.
+    in_alpha.ws.send(json.dumps({"follow": bo_id}))
+    in_alpha.ws.send(json.dumps({"follow": ann_id}))  # ...while its own room's is sent again
+    in_alpha.wait_frames(
+        lambda frames: sum('id="message-{}"'.format(ann_id) in f for f in frames) >= 2, what="the followed article"
+    )
+    assert not any("beta" in f for f in in_alpha.frames)
     bad = ws_open(live_server, "d4d4", room="Not Valid")
     assert bad.closed.wait(5) and bad.close_code == 1008
