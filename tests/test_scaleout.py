@@ -284,3 +284,29 @@ def test_no_process_interrupts_a_live_reply_of_another(servers, ws_open):
                 for x in parse_upsert(f) if x["id"] == reply_id]
     assert "interrupted" not in statuses
     assert "interrupted" not in a.logs() + b.logs()
+
+
+def test_rooms_stay_apart_across_processes(servers, ws_open):
+    """A message posted on process A in room alpha reaches alpha's pages on
+    process B through the relay, and never a page of another room there."""
+    a, b = servers(), servers()
+    wait_until(lambda: len(listeners(a)) == 2, 10, message="both processes listening")
+    ann, bo = Browser(a), Browser(a)
+    ann.load("/r/alpha")
+    bo.load("/r/beta")
+    ann.say("alpha opens")
+    bo.say("beta opens")
+    on_b = {}
+    for room, first in [("alpha", "alpha opens"), ("beta", "beta opens")]:
+        on_b[room] = ws_open(b, "b0b0" + str(len(on_b)), after=0, room=room)
+        on_b[room].wait_frames(lambda frames, first=first: any(first in f for f in frames), what=first)
+    said = ann.say("only alpha hears this")
+    on_b["alpha"].wait_frames(
+        lambda frames: any('id="message-{}"'.format(said) in f for f in frames), what="alpha's message on B"
+    )
+    bo_said = bo.say("only beta hears this")
+    on_b["beta"].wait_frames(
+        lambda frames: any('id="message-{}"'.format(bo_said) in f for f in frames), what="beta's message on B"
+    )
+    assert not any("beta" in f for f in on_b["alpha"].frames)
+    assert not any("alpha" in f for f in on_b["beta"].frames)
