@@ -60,6 +60,7 @@ def check_name_change(session_key, config):
 
 
 def record_name_change(session_key):
-    """Count a name change (and forget this session's changes older than the window)."""
-    NameChange.delete().where(NameChange.session_key == session_key, NameChange.created_at <= _since(3600)).execute()
+    """Count a name change, and forget everyone's changes older than the window
+    (so sessions that never come back leave nothing behind)."""
+    NameChange.delete().where(NameChange.created_at <= _since(3600)).execute()
     NameChange.create(session_key=session_key)
