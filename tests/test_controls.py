@@ -281,6 +281,29 @@ def test_regenerate_is_for_the_asker_and_the_newest_finished_reply_only(app, cli
         assert Message.get_by_id(reply.id).status == "complete"
 
 
+
+def test_only_later_messages_of_its_own_room_count(app, client, provider):
+    token, reply = answered(app, client, provider, ["Lobby", " answer", "."])
+    other = app.test_client()
+    other_token = page(other)
+    posted = other.post("/messages", data={"body": "elsewhere", "room": "kitchen", "csrf_token": other_token},
+                        headers=HTMX)
+    assert posted.status_code == 200
+    with app.app_context():
+        assert Message.get(Message.body == "elsewhere").id > reply.id
+    provider.enqueue(["Still", " the", " newest", "."])
+    assert control(client, token, reply.id, "regenerate").status_code == 204
+    assert wait_for(lambda: reply_of(app).body == "Still the newest.")
+
+
+def test_no_regenerate_on_a_page_of_older_messages(app, client, provider):
+    token, reply = answered(app, client, provider, ["Done", "."])
+    assert 'data-action="regenerate"' in client.get("/").get_data(as_text=True)
+    # A page of history ending with this reply: it may not be the newest.
+    history = client.get("/?before={}".format(reply.id + 1)).get_data(as_text=True)
+    assert 'id="message-{}"'.format(reply.id) in history
+    assert 'data-action="regenerate"' not in history
+
 def test_regenerate_refuses_a_reply_still_streaming_or_failed(app, client, provider):
     generator = app.extensions["chat"]["generator"]
     generator.provider = SlowProvider()
