@@ -390,7 +390,7 @@ def test_footer_shows_model_tokens_first_token_and_pace(app, client):
     tokens = ["One", " two", " three", " four", " five", "."]
     token, reply = answered(app, client, paced, tokens)
     # First token to last: five pauses of 30 ms.
-    assert 140 <= reply.generation_ms < 1000, reply.generation_ms
+    assert 140 <= reply.generation_ms < 3000, reply.generation_ms
     assert reply.ttft_ms is not None and reply.ttft_ms < 500
     assert (reply.prompt_tokens, reply.completion_tokens) == (11, 6)
     shown = footer(client.get("/").get_data(as_text=True), reply.id)
@@ -401,7 +401,7 @@ def test_footer_shows_model_tokens_first_token_and_pace(app, client):
         "ttft": "first token in {} ms".format(reply.ttft_ms),
         "rate": "{:.1f} tokens/s".format(6000 / reply.generation_ms),
     }
-    assert 6 < 6000 / reply.generation_ms < 45
+    assert 2 < 6000 / reply.generation_ms < 45
 
     # Regenerating clears the old figures until the new answer has its own.
     paced.delay = 0.3
@@ -412,7 +412,7 @@ def test_footer_shows_model_tokens_first_token_and_pace(app, client):
     assert (streaming.generation_ms, streaming.ttft_ms, streaming.completion_tokens) == (None, None, None)
     assert footer(client.get("/").get_data(as_text=True), reply.id) is None
     assert wait_for(lambda: reply_of(app).status == "complete")
-    assert 550 <= reply_of(app).generation_ms < 2000
+    assert 550 <= reply_of(app).generation_ms < 5000
 
 
 def test_footer_without_usage_shows_what_is_known(app, client):
