@@ -41,6 +41,11 @@ def footer(person, reply_id):
     )
 
 
+def duration(ms):
+    """A time as the footer writes it."""
+    return "{} ms".format(ms) if ms < 1000 else "{:.1f} s".format(ms / 1000)
+
+
 def ask(asker, observer, question):
     """The asker sends a question; the reply's id once both pages show it."""
     user_id = asker.send(question)
@@ -186,7 +191,7 @@ def test_footer_shows_model_tokens_first_token_and_pace(live_server, people):
         "model": "fake-model",
         "prompt": "{} prompt tokens".format(prompt),
         "completion": "{} completion tokens".format(len(tokens)),
-        "ttft": "first token in {} ms".format(row["ttft_ms"]),
+        "ttft": "first token in " + duration(row["ttft_ms"]),
         "rate": "{:.1f} tokens/s".format(pace),
     }
     fresh = people(live_server).open()

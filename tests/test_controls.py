@@ -385,6 +385,11 @@ def footer(html, reply_id):
     return dict(re.findall(r'<span class="usage-([a-z]+)">([^<]*)</span>', found.group(1)))
 
 
+def duration(ms):
+    """A time as the footer writes it."""
+    return "{} ms".format(ms) if ms < 1000 else "{:.1f} s".format(ms / 1000)
+
+
 def test_footer_shows_model_tokens_first_token_and_pace(app, client):
     paced = app.extensions["chat"]["generator"].provider = PacedProvider(delay=0.03)
     tokens = ["One", " two", " three", " four", " five", "."]
@@ -398,7 +403,7 @@ def test_footer_shows_model_tokens_first_token_and_pace(app, client):
         "model": "paced",
         "prompt": "11 prompt tokens",
         "completion": "6 completion tokens",
-        "ttft": "first token in {} ms".format(reply.ttft_ms),
+        "ttft": "first token in " + duration(reply.ttft_ms),
         "rate": "{:.1f} tokens/s".format(6000 / reply.generation_ms),
     }
     assert 2 < 6000 / reply.generation_ms < 45
@@ -423,7 +428,7 @@ def test_footer_without_usage_shows_what_is_known(app, client):
     shown = footer(html, reply.id)
     assert shown == {
         "model": "paced",
-        "ttft": "first token in {} ms".format(reply.ttft_ms),
+        "ttft": "first token in " + duration(reply.ttft_ms),
         "duration": "written in {:.1f} s".format(reply.generation_ms / 1000),
     }
     assert "None" not in html.split('id="message-{}"'.format(reply.id))[1].split("</article>")[0]
@@ -465,3 +470,16 @@ def test_finished_replies_show_a_status_badge_and_the_reason(app):
         html = render_message(reply)
         assert "message-badge" not in html and "message-notice" not in html
         assert 'data-action="regenerate"' in html and 'title="Replace this answer with a new one"' in html
+
+
+def test_footer_writes_long_waits_in_seconds(app):
+    from rendering import render_message
+
+    with app.test_request_context():
+        question = Message.create(room="lobby", author="A", role="user", body="@gpt q")
+        reply = Message.new_reply(question, model="m")
+        reply.status, reply.ttft_ms, reply.generation_ms, reply.completion_tokens = "complete", 2345, 4000, 50
+        html = render_message(reply)
+        assert '<span class="usage-ttft">first token in 2.3 s</span>' in html
+        assert '<span class="usage-rate">12.5 tokens/s</span>' in html
+        assert "prompt tokens" not in html, "a count the server did not send is left out"
