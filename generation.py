@@ -253,8 +253,11 @@ class Generator:
                     item = item.lstrip()
                     if not item:
                         continue
+                now = time.monotonic()
                 if ttft is None:
-                    ttft = int((time.monotonic() - started) * 1000)
+                    ttft = int((now - started) * 1000)
+                # First token to this one, kept on the reply for _finish: the pace it shows.
+                reply.generation_ms = int((now - started) * 1000) - ttft
                 parts.append(item)
                 if self.fanout == "whole-per-token":
                     # Baseline (a): the whole body rewritten and re-sent per token,
@@ -333,6 +336,7 @@ class Generator:
                 completed_at=reply.completed_at,
                 model=reply.model,
                 ttft_ms=ttft,
+                generation_ms=reply.generation_ms,
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
                 error=error,

@@ -22,6 +22,7 @@ from gevent.queue import Empty
 from markupsafe import Markup
 
 from hub import Event
+from models import COMPLETE
 from models import RETRYABLE
 from models import STOPPED
 from models import STREAMING
@@ -352,6 +353,43 @@ def retry_reply(message_id):
         if not reply.restart(state["generator"].worker_id):
             abort(409, description="That reply is already being retried.")
         state["relay"].announce("article", reply.id)
+    return restarted(reply, state)
+
+
+@bp.post("/messages/<int:message_id>/regenerate")
+def regenerate_reply(message_id):
+    """Replace the room's newest reply with a new answer to the same question:
+    the same article, its old text discarded, streamed again to every page."""
+    reply = own_reply(message_id)
+    state = chat()
+    try:
+        if reply.status != COMPLETE:
+            raise Refused(
+                "Only a finished reply can be regenerated; wait for it to end, or use Retry if it failed.", 409
+            )
+        if reply.later().exists():
+            raise Refused("Only the newest message can be regenerated: the conversation has moved on.", 409)
+        check_reply_capacity(reply.session_key, current_app.config)
+        with db.atomic():
+            if not reply.restart(state["generator"].worker_id, statuses=(COMPLETE,), newest=True):
+                raise Refused("That reply changed meanwhile: a new message came, or it is already regenerating.", 409)
+            state["relay"].announce("article", reply.id)
+    except Refused as exc:
+        return refused(exc)
+    return restarted(reply, state)
+
+
+def refused(exc):
+    """A control that cannot do what was asked: the reason shows under the
+    composer (htmx), or as the error page (without JavaScript)."""
+    if request.headers.get("HX-Request") == "true":
+        return composer_error(exc.text, exc.status)
+    abort(exc.status, description=exc.text)
+
+
+def restarted(reply, state):
+    """A reply just reset to empty and streaming: show that on every page and
+    generate it again (the asker follows it over the socket like everyone)."""
     reply = Message.get_by_id(reply.id)
     state["hub"].publish(Event("article", reply.room, reply.id, 0, upsert(render_message(reply, ""))))
     state["generator"].start(reply, claimed=True)

@@ -18,6 +18,7 @@ from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
 from peewee import BooleanField
 from peewee import TextField
+from peewee import fn
 from playhouse.db_url import connect as connect_url
 from playhouse.db_url import parse as parse_url
 from playhouse.migrations import Runner
@@ -79,6 +80,8 @@ class Message(BaseModel):
     prompt_tokens = IntegerField(null=True)
     completion_tokens = IntegerField(null=True)
     ttft_ms = IntegerField(null=True)
+    # From the first token to the last: the pace of the reply (tokens/s).
+    generation_ms = IntegerField(null=True)
     error = TextField(null=True)
     # A Stop posted to a process that does not run this reply: the process that
     # does stops it (it is told at once on PostgreSQL, and checks on reconnect).
@@ -127,15 +130,33 @@ class Message(BaseModel):
         )
         return query.execute() == 1
 
-    def restart(self, owner):
-        """Atomically turn a failed/stopped/interrupted reply back into an empty
-        streaming one claimed by ``owner``; True for exactly one caller."""
+    @property
+    def tokens_per_second(self):
+        """Completion tokens per second of generation, or None when unknown."""
+        if not self.completion_tokens or not self.generation_ms:
+            return None
+        return self.completion_tokens * 1000.0 / self.generation_ms
+
+    def restart(self, owner, statuses=RETRYABLE, newest=False):
+        """Atomically turn a reply whose status is one of ``statuses`` back into
+        an empty streaming one claimed by ``owner``; True for exactly one caller.
+
+        With ``newest``, only while no later message is in its room (a
+        Regenerate replaces the answer the conversation ends with).
+        """
         query = Message.update(
             status=STREAMING, body="", error=None, completed_at=None, active_at=utcnow(),
-            prompt_tokens=None, completion_tokens=None, ttft_ms=None, stream_page=None,
-            claimed_by=owner, note=None,
-        ).where((Message.id == self.id) & (Message.status.in_(RETRYABLE)))
+            prompt_tokens=None, completion_tokens=None, ttft_ms=None, generation_ms=None,
+            stream_page=None, claimed_by=owner, note=None,
+        ).where((Message.id == self.id) & (Message.status.in_(statuses)))
+        if newest:
+            query = query.where(~fn.EXISTS(self.later()))
         return query.execute() == 1
+
+    def later(self):
+        """The messages of this one's room posted after it."""
+        Later = Message.alias()
+        return Later.select(Later.id).where((Later.room == self.room) & (Later.id > self.id))
 
     def committed(self):
         """(text, last_seq): what is stored of this message right now.

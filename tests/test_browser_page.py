@@ -734,7 +734,8 @@ def test_text_contrast_is_at_least_4_5(live_server, person, scheme):
     measured = " ".join(r["what"] for r in results)
     for hue in range(12):
         assert re.search(r"message-author\.hue-{}\b".format(hue), measured), hue
-    for part in ("message-body", "a", "code", "time", "message-usage", "message-model", "message-notice",
+    for part in ("message-body", "a", "code", "time", "usage-model", "usage-rate", "message-model", "message-notice",
+                 "message-badge",
                  "button", "new-messages", "placeholder", "reconnecting", "me", "hint", "h1",
                  "summary", "rename-rules"):
         assert re.search(r"(^|[ .#]){}\b".format(re.escape(part)), measured), part

@@ -309,7 +309,7 @@ def test_stop_then_retry(live_server, ws_open):
     events = got + rest
     final = parse_upsert(events[-1]["data"])
     assert [(a["id"], a["status"]) for a in final] == [(reply_id, "stopped")]
-    assert notice(final[0]["html"]) == "Stopped."
+    assert notice(final[0]["html"]) == "Stopped before the reply was finished."
     assert 'data-action="retry"' in final[0]["html"] and 'data-action="stop"' not in final[0]["html"]
     streamed = tokens_text(events[:-1])
 
@@ -321,7 +321,7 @@ def test_stop_then_retry(live_server, ws_open):
     assert query(live_server.database_url, "SELECT count(*) AS n FROM chunk")[0]["n"] == 0
 
     seen = wait_article(observer, reply_id, "stopped")
-    assert notice(seen["html"]) == "Stopped."
+    assert notice(seen["html"]) == "Stopped before the reply was finished."
     assert seen["keeps_body"]
 
     # Stopping again changes nothing; nobody else may retry.

@@ -81,3 +81,36 @@ def test_migrating_again_changes_nothing(tmp_path):
         assert pending_migrations() == [ALL[-1]]
     finally:
         close_pool()
+
+
+def test_replies_from_before_generation_ms_upgrade_and_show_no_pace(tmp_path):
+    """0006 adds ``message.generation_ms``: older replies have none, so their
+    footer shows no tokens/s, and new replies store theirs."""
+    url = database_url(tmp_path)
+    init_db(url)
+    with db.connection_context():
+        migration_runner().up(target="0005_name_change")
+        assert "generation_ms" not in [c.name for c in db.get_columns("message")]
+        db.execute_sql(
+            "INSERT INTO message (room, author, role, status, body, created_at, model, prompt_tokens,"
+            " completion_tokens, ttft_ms, stop_requested) VALUES ('lobby', 'gpt', 'assistant', 'complete',"
+            " 'old answer', '2026-01-01 00:00:00', 'm', 5, 40, 120, {})".format(db.param),
+            (False,),
+        )
+    close_pool()
+
+    app = create_app(config(url))
+    try:
+        with app.test_request_context(), db.connection_context():
+            assert "generation_ms" in [c.name for c in db.get_columns("message")]
+            assert "0006_generation_ms" in [m.name for m in migration_runner().status() if m.applied]
+            old = Message.get()
+            assert (old.body, old.generation_ms, old.tokens_per_second) == ("old answer", None, None)
+            from rendering import render_message
+
+            html = render_message(old)
+            assert "40 completion tokens" in html and "tokens/s" not in html and "None" not in html
+            Message.update(generation_ms=2000).where(Message.id == old.id).execute()
+            assert Message.get_by_id(old.id).tokens_per_second == 20.0
+    finally:
+        close_pool()
