@@ -7,6 +7,7 @@ from datetime import timedelta
 from models import STREAMING
 from models import Message
 from models import NameChange
+from models import ReplyRestart
 from models import utcnow
 
 
@@ -34,9 +35,18 @@ def check_post(session_key, asks_model, config):
         raise Refused("You are sending messages too fast. Wait a few seconds and try again.")
     if not asks_model:
         return
-    if _replies_for(session_key).where(Message.created_at > _since(60)).count() >= config["ASKS_PER_MINUTE"]:
-        raise Refused("You have asked @gpt a lot this minute. Wait a little before asking again.")
+    check_ask_rate(session_key, config)
     check_reply_capacity(session_key, config)
+
+
+def check_ask_rate(session_key, config):
+    """Refuse a question to the model (a new one, a Retry or a Regenerate) over
+    ``ASKS_PER_MINUTE`` for this session."""
+    since = _since(60)
+    asked = _replies_for(session_key).where(Message.created_at > since).count()
+    asked += ReplyRestart.select().where(ReplyRestart.session_key == session_key, ReplyRestart.created_at > since).count()
+    if asked >= config["ASKS_PER_MINUTE"]:
+        raise Refused("You have asked @gpt a lot this minute. Wait a little before asking again.")
 
 
 def check_reply_capacity(session_key, config):
@@ -64,3 +74,9 @@ def record_name_change(session_key):
     (so sessions that never come back leave nothing behind)."""
     NameChange.delete().where(NameChange.created_at <= _since(3600)).execute()
     NameChange.create(session_key=session_key)
+
+
+def record_restart(session_key):
+    """Count a Retry or Regenerate, and forget everyone's older than the window."""
+    ReplyRestart.delete().where(ReplyRestart.created_at <= _since(60)).execute()
+    ReplyRestart.create(session_key=session_key)

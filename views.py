@@ -41,7 +41,9 @@ from sockets import PageSocket
 from sockets import parse_ids
 from limits import Refused
 from limits import check_post
+from limits import check_ask_rate
 from limits import check_reply_capacity
+from limits import record_restart
 from limits import check_name_change
 from limits import record_name_change
 from names import clean_name
@@ -346,12 +348,14 @@ def retry_reply(message_id):
     try:
         if reply.status not in RETRYABLE:
             raise Refused("Only a failed, stopped or interrupted reply can be retried.", 409)
+        check_ask_rate(reply.session_key, current_app.config)
         check_reply_capacity(reply.session_key, current_app.config)
     except Refused as exc:
         abort(exc.status, description=exc.text)
     with db.atomic():
         if not reply.restart(state["generator"].worker_id):
             abort(409, description="That reply is already being retried.")
+        record_restart(reply.session_key)
         state["relay"].announce("article", reply.id)
     return restarted(reply, state)
 
@@ -369,10 +373,12 @@ def regenerate_reply(message_id):
             )
         if reply.later().exists():
             raise Refused("Only the newest message can be regenerated: the conversation has moved on.", 409)
+        check_ask_rate(reply.session_key, current_app.config)
         check_reply_capacity(reply.session_key, current_app.config)
         with db.atomic():
             if not reply.restart(state["generator"].worker_id, statuses=(COMPLETE,), newest=True):
                 raise Refused("That reply changed meanwhile: a new message came, or it is already regenerating.", 409)
+            record_restart(reply.session_key)
             state["relay"].announce("article", reply.id)
     except Refused as exc:
         return refused(exc)

@@ -64,7 +64,7 @@ class Message(BaseModel):
     # Which browser session posted it, or asked for it (a digest of the
     # session id, safe to show: pages use it to mark their own messages).
     session_key = CharField(max_length=32, null=True, index=True)
-    status = CharField(max_length=16, default=COMPLETE)
+    status = CharField(max_length=16, default=COMPLETE, index=True)
     body = TextField(default="")
     created_at = DateTimeField(default=utcnow)
     completed_at = DateTimeField(null=True)
@@ -241,7 +241,19 @@ class NameChange(BaseModel):
         indexes = ((("session_key", "created_at"), False),)
 
 
-MODELS = [Message, Chunk, Flag, Room, NameChange]
+class ReplyRestart(BaseModel):
+    """A Retry or Regenerate by a browser session: the per-minute limit on
+    questions to the model counts these with the replies asked for."""
+
+    session_key = CharField(max_length=32)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "reply_restart"
+        indexes = ((("session_key", "created_at"), False),)
+
+
+MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart]
 
 
 def is_postgres(url):
@@ -318,6 +330,7 @@ __all__ = [
     "Chunk",
     "Flag",
     "Message",
+    "ReplyRestart",
     "NameChange",
     "Room",
     "db",

@@ -7,6 +7,7 @@ from conftest import csrf_from
 from hub import Hub
 from models import Chunk
 from models import Message
+from models import ReplyRestart
 from models import utcnow
 from providers import TokenStream
 from watchdog import sweep
@@ -483,3 +484,31 @@ def test_footer_writes_long_waits_in_seconds(app):
         assert '<span class="usage-ttft">first token in 2.3 s</span>' in html
         assert '<span class="usage-rate">12.5 tokens/s</span>' in html
         assert "prompt tokens" not in html, "a count the server did not send is left out"
+
+
+def test_regenerate_and_retry_count_as_questions_to_the_model(app, client, provider):
+    """ASKS_PER_MINUTE counts every generation a session starts: asking,
+    Regenerate and Retry alike, so none of them loops the model freely."""
+    app.config["ASKS_PER_MINUTE"] = 3
+    token, reply = answered(app, client, provider, ["One", "."])
+    for n in range(2):  # two more generations: three in the minute
+        provider.enqueue(["Again", "."])
+        assert control(client, token, reply.id, "regenerate").status_code == 204
+        assert wait_for(lambda: reply_of(app).status == "complete")
+    refused = control(client, token, reply.id, "regenerate")
+    assert refused.status_code == 429
+    assert "asked @gpt a lot this minute" in refused.get_data(as_text=True)
+    assert reply_of(app).status == "complete" and len(provider.requests) == 3
+    # A stopped reply's Retry is held back the same way.
+    with app.app_context():
+        Message.update(status="stopped").where(Message.id == reply.id).execute()
+    assert control(client, token, reply.id, "retry").status_code == 429
+    assert len(provider.requests) == 3
+    # The minute passes: the next one goes.
+    with app.app_context():
+        past = utcnow() - timedelta(seconds=61)
+        Message.update(created_at=past).execute()
+        ReplyRestart.update(created_at=past).execute()
+    provider.enqueue(["Fresh", "."])
+    assert control(client, token, reply.id, "retry").status_code == 204
+    assert wait_for(lambda: reply_of(app).status == "complete") and reply_of(app).body == "Fresh."
