@@ -10,6 +10,7 @@ from browsing import playwright_sync
 from browsing import streaming_texts
 from browsing import words_to_tokens
 from test_integration import message_row
+from test_integration import wait_until
 
 FIRST = "The first answer says one thing. It is short."
 SECOND = (
@@ -75,6 +76,8 @@ def test_asker_stops_a_reply_from_the_page(live_server, people):
         assert not control(person, reply_id, "stop").is_visible()
     assert control(asker, reply_id, "retry").is_visible()
     assert not control(observer, reply_id, "retry").is_visible()
+    # The fake model learns of the hang-up on its next write after it.
+    wait_until(lambda: live_server.llm.client_closed_early[-1] is not None, 6, message="the upstream request to end")
     assert live_server.llm.client_closed_early == [True], "the model's request was closed"
 
     observer.reload()
