@@ -16,6 +16,7 @@ from peewee import IntegrityError
 from peewee import InterfaceError
 from peewee import OperationalError
 
+from blocks import blocks_of
 from chunking import Chunker
 from hub import FINAL
 from hub import Event
@@ -33,7 +34,7 @@ from providers import ModelNotReady
 from providers import StreamCut
 from providers import build_context
 from providers import fit_context
-from rendering import chunk_fragment
+from rendering import grow_fragment
 from rendering import render_message
 from rendering import upsert
 
@@ -178,6 +179,7 @@ class Generator:
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
         committed = []  # the text of every chunk committed so far
+        drawn = blocks_of("")  # the blocks of the committed text, as observers have it
         seq = 0
         started = time.monotonic()
         ttft = None
@@ -192,7 +194,7 @@ class Generator:
             return html
 
         def commit(text):
-            nonlocal seq, last_write
+            nonlocal seq, last_write, drawn
             if not text or self.fanout == "whole-per-token":
                 return
             seq += 1
@@ -209,7 +211,7 @@ class Generator:
             if whole:
                 publish_whole(seq)
             else:
-                html = chunk_fragment(reply.id, before, text)
+                html, drawn = grow_fragment(reply.id, drawn, before, before + text)
                 self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
             # Let the page sockets send it before the next chunk: with tokens
             # queued up (drawing a long block takes longer than they arrive) this
