@@ -200,7 +200,7 @@ class Generator:
             seq += 1
 
             def insert():
-                Chunk.create(message=reply.id, seq=seq, text=text)
+                Chunk.add(reply.id, seq, text)
                 # Other processes hear of it on commit, in commit order.
                 self.relay.announce("article" if whole else "append", reply.id, seq, generation.page)
 
