@@ -14,11 +14,13 @@ the socket is readable (simple-websocket starts no reader of its own:
 ``NoReaderThread``); whatever they ask for, pongs and the closing handshake
 included, is queued to that writer.
 """
+import functools
 import json
 import logging
 import os
 import re
 import socket
+import struct
 
 import gevent
 from flask import request
@@ -30,7 +32,6 @@ from wsproto.events import BytesMessage
 from wsproto.events import CloseConnection
 from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
-from wsproto.events import TextMessage
 
 from hub import CLOSING
 from hub import RESYNC
@@ -43,6 +44,8 @@ from rendering import upsert
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 100
+# Most queued events one write sends together.
+BATCH = 64
 
 
 class NoReaderThread:
@@ -75,6 +78,28 @@ def decline_compression():
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
+def text_frame(html):
+    """A whole unmasked text frame from the server carrying ``html`` (no
+    extension is ever negotiated on a page socket: ``decline_compression``)."""
+    data = str(html).encode("utf-8")
+    size = len(data)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, size)
+    return head + data
+
+
+# A hub event's fragment goes to every socket of the room: framed once.
+shared_frame = functools.lru_cache(maxsize=64)(text_frame)
+
+
+def _header_size(frame_size):
+    return 2 if frame_size < 128 else 4 if frame_size < (1 << 16) + 4 else 10
+
+
 # An id as pages send it: ASCII digits only (str.isdigit() also takes "²",
 # which int() refuses).
 _ID = re.compile(r"[0-9]{1,18}")
@@ -103,7 +128,8 @@ class PageSocket:
         self.streaming = set(streaming)
         self.followed = set(follow)
         self.delivered = {}  # message id -> chunks the page has (FINAL when settled)
-        self.sent = 0  # bytes, for tests and the benchmark
+        self.sent = 0  # bytes of messages, for tests and the benchmark
+        self._out = []  # frames handled but not yet written
         self.sub = None
         self._ended = False  # the page went, or must go: the writer stops
         self._last = None  # the Close frame the writer sends before it stops
@@ -111,26 +137,45 @@ class PageSocket:
     # -- what gets sent ----------------------------------------------------
 
     def _write(self, event):
-        """Send one whole frame. simple-websocket's own send makes a single
-        ``sock.send``, which under gevent may write only part of a large frame
-        to a slow reader; encoding here and using ``sendall`` cannot."""
+        """Send one whole control frame (a ping, a pong, a close), after the
+        page's frames queued before it. simple-websocket's own send makes a
+        single ``sock.send``, which under gevent may write only part of a large
+        frame to a slow reader; encoding here and using ``sendall`` cannot."""
         connection = getattr(self.ws, "ws", None)
         if connection is None:  # a stand-in socket in tests
-            if isinstance(event, TextMessage):
-                self.ws.send(event.data)
-            elif isinstance(event, CloseConnection):
+            if isinstance(event, CloseConnection):
                 self.ws.close(event.code, event.reason)
             return
+        self._flush()
         # The answer to the page's Close is the one frame sent after it.
         answering = isinstance(event, CloseConnection) and connection.state == ConnectionState.REMOTE_CLOSING
         if not answering and (not self.ws.connected or connection.state != ConnectionState.OPEN):
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
         self.ws.sock.sendall(connection.send(event))
 
-    def _send(self, html):
-        data = str(html)
-        self._write(TextMessage(data=data))
-        self.sent += len(data.encode("utf-8"))
+    def _send(self, html, shared=False):
+        """Queue one message for the page (``shared``: a hub event's, the same
+        for every socket); ``_flush`` writes what is queued."""
+        if getattr(self.ws, "ws", None) is None:  # a stand-in socket in tests
+            data = str(html)
+            self.ws.send(data)
+            self.sent += len(data.encode("utf-8"))
+            return
+        frame = shared_frame(html) if shared else text_frame(html)
+        self._out.append(frame)
+        self.sent += len(frame) - _header_size(len(frame))
+
+    def _flush(self):
+        """Write every queued message in one go (one system call for a burst)."""
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        connection = self.ws.ws
+        if not self.ws.connected or connection.state != ConnectionState.OPEN:
+            if self._ended:
+                return  # the page is going: what it would not read is dropped
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.ws.sock.sendall(out[0] if len(out) == 1 else b"".join(out))
 
     def _attached(self, message_id, page):
         """True when this page gets ``message_id`` through its own stream."""
@@ -206,7 +251,7 @@ class PageSocket:
             if have == FINAL and event.seq == FINAL:
                 return  # settled already (the snapshot raced this event)
             self.delivered[event.message_id] = event.seq
-            self._send(event.html)
+            self._send(event.html, shared=True)
         elif event.kind == "settle":
             if have != event.seq:
                 # Its body is not the final one (chunks missed, or a retried
@@ -214,7 +259,7 @@ class PageSocket:
                 self.resync(event.message_id)
                 return
             self.delivered[event.message_id] = FINAL
-            self._send(event.html)
+            self._send(event.html, shared=True)
         elif event.kind == "append":
             if have is not None and event.seq <= have:
                 return
@@ -222,7 +267,7 @@ class PageSocket:
                 self.resync(event.message_id)
                 return
             self.delivered[event.message_id] = event.seq
-            self._send(event.html)
+            self._send(event.html, shared=True)
 
     # -- the writer, and what reads the page's frames ----------------------------
 
@@ -231,6 +276,7 @@ class PageSocket:
         inside the request's app context)."""
         try:
             self.snapshot()
+            self._flush()
             while True:
                 try:
                     event = self.sub.queue.get(timeout=self.ping_interval)
@@ -241,13 +287,25 @@ class PageSocket:
                 if self._ended:
                     break
                 self.handle(event)
+                # Whatever else is queued by now goes out with it.
+                for _ in range(BATCH - 1):
+                    try:
+                        event = self.sub.queue.get_nowait()
+                    except Empty:
+                        break
+                    if self._ended:
+                        break
+                    self.handle(event)
+                self._flush()
+                if self._ended:
+                    break
             if self._last is not None:  # the answer to the page's Close, or ours
                 self._write(self._last)
             self.ws.connected = False
         except _Closing:
             # The server is restarting: 1012 makes htmx reconnect (to the next process).
             try:
-                self._write(CloseConnection(1012, "server restarting"))
+                self._write(CloseConnection(1012, "server restarting"))  # after what is queued
                 self.ws.connected = False
             except (ConnectionClosed, OSError):
                 pass
