@@ -23,6 +23,7 @@ import socket
 import struct
 
 import gevent
+from flask import current_app
 from flask import request
 from gevent.queue import Empty
 from gevent.queue import Full
@@ -36,6 +37,7 @@ from wsproto.events import Ping
 from hub import CLOSING
 from hub import RESYNC
 from hub import FINAL
+from hub import PING
 from models import Message
 from models import db
 from rendering import render_message
@@ -118,6 +120,12 @@ def parse_ids(value, limit=200):
 class PageSocket:
     """The server side of one page's socket; ``ws`` needs send/receive/close."""
 
+    # Kept for as long as the page stays open: no per-instance dict.
+    __slots__ = (
+        "ws", "ping_interval", "hub", "room", "page", "after", "streaming", "followed", "delivered", "sent",
+        "sub", "_ended", "_last", "_out", "_incoming", "_incoming_size",
+    )
+
     def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=(), ping_interval=None):
         self.ws = ws
         self.ping_interval = ping_interval
@@ -125,8 +133,9 @@ class PageSocket:
         self.room = room
         self.page = page
         self.after = after
-        self.streaming = set(streaming)
-        self.followed = set(follow)
+        # Usually empty: frozenset() is one shared object.
+        self.streaming = frozenset(streaming)
+        self.followed = frozenset(follow)
         self.delivered = {}  # message id -> chunks the page has (FINAL when settled)
         self.sent = 0  # bytes of messages, for tests and the benchmark
         self._out = []  # frames handled but not yet written
@@ -189,6 +198,11 @@ class PageSocket:
 
     def snapshot(self):
         """One upsert with every message the page lacks or may show stale."""
+        articles = _aside(self._stale_articles)
+        if articles:
+            self._send(upsert(*articles))
+
+    def _stale_articles(self):
         with db.connection_context():
             query = Message.select().where(Message.room == self.room)
             newer = list(
@@ -201,8 +215,7 @@ class PageSocket:
                 for m in sorted(newer + stale, key=lambda m: m.id)
                 if not (m.is_streaming and self._attached(m.id, m.stream_page))
             ]
-        if articles:
-            self._send(upsert(*articles))
+        return articles
 
     def catch_up(self):
         """Send whatever changed while events may have been lost: every message
@@ -215,13 +228,15 @@ class PageSocket:
 
     def resync(self, message_id):
         """Re-send one whole article (after a gap, or when the page starts following)."""
+        html = _aside(lambda: self._whole_article(message_id))
+        if html is not None:
+            self._send(html)
+
+    def _whole_article(self, message_id):
         with db.connection_context():
             # Only this socket's room: a page cannot pull another room's messages.
             message = Message.get_or_none((Message.id == message_id) & (Message.room == self.room))
-            if message is None:
-                return
-            html = upsert(self._article(message))
-        self._send(html)
+            return upsert(self._article(message)) if message is not None else None
 
     def handle(self, event):
         """Apply one hub event (or a ("follow", id) request from the page)."""
@@ -230,16 +245,19 @@ class PageSocket:
         if event is RESYNC:
             self.catch_up()
             return
+        if event is PING:  # pings keep idle sockets open through proxies
+            self._write(Ping())
+            return
         if isinstance(event, _Pong):
             self._write(event.event)
             return
         if isinstance(event, tuple):  # the page lost its own stream of this reply
-            self.followed.add(event[1])
+            self.followed = self.followed | {event[1]}
             self.resync(event[1])
             return
         if event.kind == "detach":
             if event.page == self.page:
-                self.followed.add(event.message_id)
+                self.followed = self.followed | {event.message_id}
                 self.resync(event.message_id)
             return
         if self._attached(event.message_id, event.page):
@@ -278,12 +296,7 @@ class PageSocket:
             self.snapshot()
             self._flush()
             while True:
-                try:
-                    event = self.sub.queue.get(timeout=self.ping_interval)
-                except Empty:
-                    # Pings keep idle sockets open through proxies.
-                    self._write(Ping())
-                    continue
+                event = self.sub.queue.get()
                 if self._ended:
                     break
                 self.handle(event)
@@ -327,6 +340,7 @@ class PageSocket:
         """Subscribe, read the page's frames as they come, and be the writer
         until the page goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
+        self.hub.keep_alive(self.ping_interval)
         stop_reading = self._start_reading()
         try:
             self.write_loop()
@@ -424,6 +438,20 @@ class PageSocket:
             self.sub.queue.put_nowait(item)
         except Full:
             pass
+
+
+def _aside(work):
+    """``work()`` in a greenlet of its own, in this app's context. peewee keeps
+    each greenlet's connection state (about 1 KB) for as long as the greenlet
+    lives: a page socket's writer lives as long as the page, and reads the
+    database seldom."""
+    app = current_app._get_current_object()
+
+    def run():
+        with app.app_context():
+            return work()
+
+    return gevent.spawn(run).get()
 
 
 class _Pong:
