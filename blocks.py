@@ -6,9 +6,10 @@ same function draws a finished message and every state of a streaming one, so
 a page that followed a reply to its end holds exactly what a fresh load draws.
 
 While text arrives, only the end of it is parsed again: a block is *stable*
-once a later block starts on a complete line (the last line may still change
-what it is: ``#`` becomes a heading, ``#x`` then joins the paragraph above), and
-stable blocks never change. Link reference definitions are off, since a
+once a later block starts on a complete line and the line after that is
+complete too (the last line may still change what the one above it starts: a
+table needs its delimiter row, ``#`` becomes a heading, ``#x`` then joins the
+paragraph above), and stable blocks never change. Link reference definitions are off, since a
 definition at the end would change a link drawn at the start.
 
 ``diff`` turns two states into the few operations that take a page from one to
@@ -197,12 +198,14 @@ def _build(text, offset, stable):
     """Parse ``text`` from ``offset`` (a stable boundary) and move the boundary on."""
     src = text[offset:]
     spans = _parse(src)
-    last_newline = src.rfind("\n")
-    # The last block that starts on a complete line, other than the first,
-    # closes every block before it for good.
+    # The last block that starts on a complete line followed by another
+    # complete line, other than the first, closes every block before it for
+    # good. (One complete line is not enough: "| a |" then "|-|" is a table
+    # that closes the paragraph above, until "|-|x" makes both lines join it.)
+    closed = src.rfind("\n", 0, max(src.rfind("\n"), 0))
     cut = 0
     for i in range(len(spans) - 1, 0, -1):
-        if spans[i][0] <= last_newline:
+        if spans[i][0] <= closed:
             cut = i
             break
     stable = stable + tuple(html for _, _, html in spans[:cut])

@@ -28,6 +28,7 @@ DOCS = {
     "setext": "Title\n=====\n\nSub\n---\n\nNot a heading\n- list\n\nFoo\n-\nbar",
     "atx then paragraph": "Para\n# Heading\nPara\n#not heading\n\n###### six\n####### seven",
     "table": "Intro text\n| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\n\n| x |\n|---|x\n\nAfter.",
+    "table undone": "Para one\n| a | b |\n|-|-|x and more\n\nAfter.",
     "unterminated fence": "Code:\n\n```python\ndef f(x):\n    return x < 1\n",
     "fences": "```js\nlet a = 1;\n```\n\n~~~\nplain ~~~ text\n~~~\n\n````md\n```\ninner\n```\n````\n\n```py\nx = 1\n``` not closing\n```\nAfter.",
     "indented code": "Para\n\n    code one\n\n    code two\n\nback to para\n\n    tail code",
