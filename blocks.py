@@ -212,7 +212,8 @@ def _build(text, offset, stable):
     last = offset + spans[-1][0] if spans else len(text)
     if cut:
         offset += spans[cut][0]
-    return Blocks(text, offset, stable, tuple(html for _, _, html in spans[cut:]), last)
+    state = Blocks(text, offset, stable, tuple(html for _, _, html in spans[cut:]), last)
+    return _grow_blank(state, text, state.tail[-1]) if state.tail else state
 
 
 def blocks_of(text, base=None, remember=True):
@@ -283,9 +284,13 @@ def grow(state, text):
     if not state.tail or len(text) <= len(old) or not text.startswith(old):
         return None
     added = text[len(old):]
-    if "\n" in added or "\r" in added or "\0" in added:
+    if "\r" in added or "\0" in added:
         return None
     html = state.tail[-1]
+    if not added.strip(" \t\n") and "<pre" not in html:
+        return _grow_blank(state, text, html), 0, ""
+    if "\n" in added:
+        return None
     if html.startswith("<pre><code") and html.endswith("</code></pre>"):
         point = None
         grown = _grow_code(state, old, added, len(html) - len("</code></pre>"))
@@ -308,12 +313,32 @@ def step(state, raw_before, raw_text):
     # Line endings are normalized, so a bare "\r" at the end could still
     # become half of a "\r\n": only then is the added text not just appended.
     if raw_text.startswith(raw_before) and not raw_before.endswith("\r"):
-        grown = grow(state, state.text + raw_text[len(raw_before):])
+        text = state.text + raw_text[len(raw_before):]
+        grown = grow(state, text)
+        body = len(text.rstrip(" \t\n"))
+        if grown is None and len(state.text) < body < len(text):
+            # A sentence that ends its paragraph: its text, then the blank.
+            first = grow(state, text[:body])
+            blank = first and grow(first[0], text)
+            if blank and not blank[2]:
+                grown = blank[0], first[1], first[2]
         if grown is not None:
             after, depth, html = grown
             return after, [("extend", depth, html)] if html else []
     after = blocks_of(raw_text, base=state, remember=False)
     return after, diff(state.html, after.html)
+
+
+def _grow_blank(state, text, html):
+    """Blank space after a block without code draws nothing (a block's text is
+    stripped at its end). A paragraph that a blank line ends is final: no text
+    after it can change it, so it joins the stable blocks and the next text is
+    parsed without it."""
+    trailing = text[len(text.rstrip(" \t\n")):]
+    if html.startswith("<p>") and trailing.count("\n") >= 2:
+        line = text.rfind("\n") + 1  # the next block's indentation starts here
+        return Blocks(text, line, state.stable + state.tail, (), line)
+    return Blocks(text, state.offset, state.stable, state.tail, state.last)
 
 
 def _prose_point(old, html):

@@ -296,3 +296,28 @@ def test_a_long_paragraph_or_code_block_is_not_parsed_again_per_token(monkeypatc
         text += end
         author.advance(text, final=True)
         assert author.shows(text)
+
+
+def test_paragraphs_are_parsed_about_once_each(monkeypatch):
+    """A blank line ends a paragraph for good: the next one is parsed without
+    it, for the author's tokens and for observers' sentences alike."""
+    parsed = []
+    real = blocks._parse
+    monkeypatch.setattr(blocks, "_parse", lambda src: parsed.append(len(src)) or real(src))
+    paragraphs = [" ".join("word{}".format(n) for n in range(k, k + 40)) + "." for k in range(30)]
+    text = "\n\n".join(paragraphs) + "\n\n"
+    tokens = re.findall(r"\S+|\s+", text)
+
+    author, so_far = AuthorBody(1), ""
+    for token in tokens:
+        so_far += token
+        author.advance(so_far)
+    assert sum(parsed) < 1.5 * len(text), "each paragraph parsed about once"
+
+    parsed.clear()
+    before, so_far = blocks.blocks_of(""), ""
+    for sentence in re.split(r"(?<=\.\n\n)", text):
+        fragment, before = grow_fragment(1, before, so_far, so_far + sentence)
+        so_far += sentence
+    assert sum(parsed) < 1.5 * len(text)
+    assert "".join(before.html) == str(render_markdown(text))
