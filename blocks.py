@@ -292,8 +292,10 @@ def grow(state, text):
     if "\n" in added:
         return None
     if html.startswith("<pre><code") and html.endswith("</code></pre>"):
-        point = None
-        grown = _grow_code(state, old, added, len(html) - len("</code></pre>"))
+        if state.point is None:
+            state.point = _code_point(old, state.last)
+        point = state.point
+        grown = _grow_code(point, old, added, len(html) - len("</code></pre>")) if point else None
     else:
         if state.point is None:
             state.point = _prose_point(old, html)
@@ -384,18 +386,33 @@ def _grow_prose(point, old, text, added, size):
     return depth, size - closers, _escape_text(piece)
 
 
-def _grow_code(state, old, added, at):
+_FENCE_LINE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})[ \t]*$", re.M)
+
+
+def _code_point(old, start):
+    """(indentation of the opening fence,) when the last block, from ``start``,
+    is a fenced code block still open; False otherwise (an indented code block,
+    the fence's own first line, or a fence closed already)."""
+    fence = _FENCE_OPEN.match(old, start)
+    first_line_end = old.find("\n", start)
+    if fence is None or first_line_end < 0:
+        return False
+    marker = fence.group(0).lstrip(" ")
+    for line in _FENCE_LINE.finditer(old, first_line_end + 1):
+        if line.group(1)[0] == marker[0] and len(line.group(1)) >= len(marker):
+            return False
+    return (len(fence.group(1)),)
+
+
+def _grow_code(point, old, added, at):
     line_start = old.rfind("\n") + 1
-    fence = _FENCE_OPEN.match(old, state.last)
-    if fence is None or old.find("\n", state.last) < 0:
-        return None  # an indented code block, or the fence's own first line
     # The fence stays open: its last line cannot become a closing fence.
     line = old[line_start:] + added
     if line.lstrip(" \t")[:1] in ("`", "~"):
         return None
     # An indented fence takes up to as many spaces off each line's start.
     blank = not old[line_start:].strip(" \t")
-    if fence.group(1) and blank:
+    if point[0] and blank:
         return None
     if not all(ch.isprintable() or ch == "\t" for ch in added):
         return None

@@ -217,6 +217,7 @@ WORDS = [" word", " the", " café", ",", ".", "?", "!", " 42", "'s", ' "q"', " a
          " a/b", " {x}", " x^2", " a=b", " a+b", " #tag", " a|b", " a:b", "日本", " "]
 MARKUP = ["\n", "\n\n", "- ", "* ", "1. ", "3) ", "> ", "# ", "```", "```py", "~~~", "`", "**", "*", "_", "~~",
           "\\", "&", "amp", ";", "#35", "<", ">", "[", "]", "(", ")", "http://x", "---", "===", "    ", "\t",
+          "\n```\n", "\n~~~\n", "\n```py\n", "\n  ```\n",
           "\u00a0", "\u3000", "\r", "\x00", "\x1b", "|-|-|", " a | b", "  - ", "x_y", "a*b", "2024", "Word"]
 
 
@@ -321,3 +322,19 @@ def test_paragraphs_are_parsed_about_once_each(monkeypatch):
         so_far += sentence
     assert sum(parsed) < 1.5 * len(text)
     assert "".join(before.html) == str(render_markdown(text))
+
+
+@pytest.mark.parametrize("after", ["\n", "\n\n", "\n\n\n"])
+def test_text_after_a_closed_fence_starts_a_new_block(after):
+    code = "Para\n\n```python\ndef f():\n    return 1\n```" + after
+    for text in (code + "That is all.", "~~~\nx\n~~~" + after + "Done"):
+        start = text.index("That") if "That" in text else text.index("Done")
+        author = AuthorBody(2)
+        raw = author.advance(text[:start])
+        body = Body(2)
+        for n in range(start + 1, len(text) + 1):
+            raw += author.advance(text[:n])
+        apply_author_stream(body, parse_sse(raw))
+        assert body.html == str(render_markdown(text))
+        state = blocks.blocks_of(text[:start], remember=False)
+        assert blocks.grow(state, text[:start + 1]) is None
