@@ -17,6 +17,7 @@ from peewee import InterfaceError
 from peewee import OperationalError
 
 from blocks import blocks_of
+from blocks import remember
 from chunking import Chunker
 from hub import FINAL
 from hub import Event
@@ -60,6 +61,7 @@ class Generation:
         self.finished = False
         self.greenlet = None
         self.tokens = Queue()  # provider tokens, or a _STOP / _INTERRUPT request
+        self.drawn = None  # the blocks of the committed text, as observers have it
 
     def listen(self):
         """A queue of ("tok", text) items ending with ("final", html, flip, body):
@@ -179,7 +181,7 @@ class Generator:
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
         committed = []  # the text of every chunk committed so far
-        drawn = blocks_of("")  # the blocks of the committed text, as observers have it
+        generation.drawn = blocks_of("")
         seq = 0
         started = time.monotonic()
         ttft = None
@@ -194,7 +196,7 @@ class Generator:
             return html
 
         def commit(text):
-            nonlocal seq, last_write, drawn
+            nonlocal seq, last_write
             if not text or self.fanout == "whole-per-token":
                 return
             seq += 1
@@ -211,7 +213,7 @@ class Generator:
             if whole:
                 publish_whole(seq)
             else:
-                html, drawn = grow_fragment(reply.id, drawn, before, before + text)
+                html, generation.drawn = grow_fragment(reply.id, generation.drawn, before, before + text)
                 self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
             # Let the page sockets send it before the next chunk: with tokens
             # queued up (drawing a long block takes longer than they arrive) this
@@ -363,6 +365,8 @@ class Generator:
             return settled
 
         settled = self._write(settle)
+        if flips and generation.drawn is not None:
+            remember(generation.drawn)  # the final article's body, drawn already
         html = upsert(render_message(reply))
         flip = upsert(render_message(reply, keep_body=True)) if settled else None
         generation.finished = True
