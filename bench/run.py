@@ -62,7 +62,7 @@ FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10, frames=(0, 0.008,
             levels=(10, 50, 100, 200),
             cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
             client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
-QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=(0, 0.016), levels=(10,),
+QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=(0,), levels=(10,),
              cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50,
              client_procs=2, xp_replies=2, xp_tokens=200, xp_observers=2)
 
@@ -81,8 +81,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (~40 s): sizes 200,500 at 4 ms/token, 2 observers, capacity 10 only, "
-                             "50 idle sockets")
+                        help="smoke run (~1 min): sizes 200,500 at 4 ms/token, 2 observers, one frame (0), "
+                             "capacity 10 only, 50 idle sockets")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"),
                         help="Markdown report to write; plots go next to it as bench-*.png "
                              "(default: docs/benchmarks.md)")
