@@ -16,6 +16,8 @@ from peewee import IntegrityError
 from peewee import InterfaceError
 from peewee import OperationalError
 
+from blocks import blocks_of
+from blocks import remember
 from chunking import Chunker
 from hub import FINAL
 from hub import Event
@@ -33,7 +35,7 @@ from providers import ModelNotReady
 from providers import StreamCut
 from providers import build_context
 from providers import fit_context
-from rendering import chunk_fragment
+from rendering import grow_fragment
 from rendering import render_message
 from rendering import upsert
 
@@ -59,6 +61,7 @@ class Generation:
         self.finished = False
         self.greenlet = None
         self.tokens = Queue()  # provider tokens, or a _STOP / _INTERRUPT request
+        self.drawn = None  # the blocks of the committed text, as observers have it
 
     def listen(self):
         """A queue of ("tok", text) items ending with ("final", html, flip, body):
@@ -178,6 +181,7 @@ class Generator:
         chunker = Chunker(self.size_cap, self.time_cap)
         parts = []
         committed = []  # the text of every chunk committed so far
+        generation.drawn = blocks_of("")
         seq = 0
         started = time.monotonic()
         ttft = None
@@ -198,7 +202,7 @@ class Generator:
             seq += 1
 
             def insert():
-                Chunk.create(message=reply.id, seq=seq, text=text)
+                Chunk.add(reply.id, seq, text)
                 # Other processes hear of it on commit, in commit order.
                 self.relay.announce("article" if whole else "append", reply.id, seq, generation.page)
 
@@ -209,7 +213,7 @@ class Generator:
             if whole:
                 publish_whole(seq)
             else:
-                html = chunk_fragment(reply.id, before, text)
+                html, generation.drawn = grow_fragment(reply.id, generation.drawn, before, before + text)
                 self.hub.publish(Event("append", reply.room, reply.id, seq, html, generation.page))
             # Let the page sockets send it before the next chunk: with tokens
             # queued up (drawing a long block takes longer than they arrive) this
@@ -361,6 +365,8 @@ class Generator:
             return settled
 
         settled = self._write(settle)
+        if flips and generation.drawn is not None:
+            remember(generation.drawn)  # the final article's body, drawn already
         html = upsert(render_message(reply))
         flip = upsert(render_message(reply, keep_body=True)) if settled else None
         generation.finished = True

@@ -8,10 +8,11 @@ the page reconnects and resyncs) and nobody else waits.
 """
 from collections import defaultdict
 from dataclasses import dataclass
-from dataclasses import field
 
+import gevent
+import gevent.event
+from gevent.queue import Empty
 from gevent.queue import Full
-from gevent.queue import Queue
 
 # The seq of an article that will not change any more.
 FINAL = 1 << 60
@@ -22,6 +23,9 @@ CLOSING = object()
 # Queued to every socket when events from other processes may have been missed
 # (the cross-process listener reconnected): re-read and send what changed.
 RESYNC = object()
+
+# Queued to every socket every ping interval: ping the page.
+PING = object()
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,56 @@ class Event:
     page: str | None = None
 
 
-@dataclass(eq=False)
+class Mailbox:
+    """A subscription's bounded queue: many putters that never block, one
+    reader (the socket's writer greenlet). The part of gevent's ``Queue`` the
+    sockets use, at a tenth of its size (a ``Queue`` is 3.7 KB, kept for as
+    long as the page stays open)."""
+
+    __slots__ = ("maxsize", "_items", "_ready")
+
+    def __init__(self, maxsize):
+        self.maxsize = maxsize
+        self._items = []
+        self._ready = gevent.event.Event()  # set while there are items
+
+    def put_nowait(self, item):
+        if len(self._items) >= self.maxsize:
+            raise Full
+        self._items.append(item)
+        self._ready.set()
+
+    def get_nowait(self):
+        if not self._items:
+            raise Empty
+        item = self._items.pop(0)
+        if not self._items:
+            self._ready.clear()
+        return item
+
+    def get(self, timeout=None):
+        """The next item, waiting for up to ``timeout`` seconds (``Empty`` then)."""
+        if not self._items and not self._ready.wait(timeout):
+            raise Empty
+        return self.get_nowait()
+
+    def qsize(self):
+        return len(self._items)
+
+    def empty(self):
+        return not self._items
+
+
 class Subscription:
     """One socket's place in a room."""
 
-    room: str
-    queue: Queue
-    on_overflow: object = None
-    dropped: bool = False
-    meta: dict = field(default_factory=dict)
+    __slots__ = ("room", "queue", "on_overflow", "dropped")
+
+    def __init__(self, room, queue, on_overflow=None):
+        self.room = room
+        self.queue = queue
+        self.on_overflow = on_overflow
+        self.dropped = False
 
     def offer(self, item):
         """Queue an item without blocking; drop the subscriber when it is full."""
@@ -77,9 +122,10 @@ class Hub:
         self.queue_size = queue_size
         self._rooms = defaultdict(set)
         self.published = 0
+        self._pinger = None
 
     def subscribe(self, room, on_overflow=None):
-        sub = Subscription(room=room, queue=Queue(maxsize=self.queue_size), on_overflow=on_overflow)
+        sub = Subscription(room, Mailbox(self.queue_size), on_overflow)
         self._rooms[room].add(sub)
         return sub
 
@@ -97,10 +143,21 @@ class Hub:
             sub.offer(event)
 
     def broadcast(self, marker):
-        """Queue ``marker`` (``CLOSING`` or ``RESYNC``) to every socket of every room."""
+        """Queue ``marker`` (``CLOSING``, ``RESYNC`` or ``PING``) to every socket of every room."""
         for subs in list(self._rooms.values()):
             for sub in list(subs):
                 sub.offer(marker)
+
+    def keep_alive(self, interval):
+        """Have every socket ping its page every ``interval`` seconds: one timer
+        for all of them, not one per waiting socket. Starts once."""
+        if self._pinger is None and interval:
+            self._pinger = gevent.spawn(self._ping_every, interval)
+
+    def _ping_every(self, interval):
+        while True:
+            gevent.sleep(interval)
+            self.broadcast(PING)
 
     def close_all(self):
         """Ask every socket to close (with a code that makes pages reconnect)."""

@@ -52,9 +52,11 @@ def body_selector(message_id):
 
 def _target(message_id, depth):
     """The body, or the last element ``depth`` levels down its last block.
-    (Spaces around ">" keep htmx's "style:selector" split off the selector's
-    own colons.)"""
-    return body_selector(message_id) + " > :last-child" * depth
+    (htmx splits "style:selector" at the last colon of its first word: the
+    space before the first ">" keeps the selector's own colons out of it.)"""
+    if not depth:
+        return body_selector(message_id)
+    return body_selector(message_id) + " >" + ">".join([":last-child"] * depth)
 
 
 def _oob(swap, selector, html, tag="i"):
@@ -66,9 +68,15 @@ def _oob(swap, selector, html, tag="i"):
 _TABLE_PARTS = ("<tr", "<td", "<th", "<tbody", "<thead")
 
 
+def _wrapper(html):
+    return "template" if any(p in html for p in _TABLE_PARTS) else "i"
+
+
 def ops_fragment(message_id, ops):
     """Out-of-band swaps that apply ``blocks.diff`` operations to a reply's body.
 
+    Lean, as every observer gets one per committed chunk: ``append`` is
+    htmx's short name for ``beforeend``, and an ``<i>`` carries the HTML.
     Never empty: with nothing to change it appends nothing (a chunk that only
     closes a code fence, say), so every committed chunk still has its event.
     """
@@ -76,15 +84,14 @@ def ops_fragment(message_id, ops):
     for op in ops:
         if op[0] == "extend":
             _, depth, html = op
-            tag = "template" if any(p in html for p in _TABLE_PARTS) else "i"
-            parts.append(_oob("beforeend", _target(message_id, depth), html, tag))
+            parts.append(_oob("append", _target(message_id, depth), html, _wrapper(html)))
         elif op[0] == "append":
-            parts.append(_oob("beforeend", body_selector(message_id), op[1], "template"))
+            parts.append(_oob("append", body_selector(message_id), op[1], _wrapper(op[1])))
         elif op[0] == "drop":
-            selector = "{} > :nth-child(n+{})".format(body_selector(message_id), op[1] + 1)
+            selector = "{} >:nth-child(n+{})".format(body_selector(message_id), op[1] + 1)
             parts.append(_oob("delete", selector, ""))
     if not parts:
-        parts.append(_oob("beforeend", body_selector(message_id), ""))
+        parts.append(_oob("append", body_selector(message_id), ""))
     return Markup("".join(parts))
 
 
@@ -96,9 +103,18 @@ def chunk_fragment(message_id, text_before, chunk_text):
     A pure function of its arguments (caches aside), so any process can
     rebuild it from the stored chunks.
     """
-    before = blocks.blocks_of(text_before)
-    after = blocks.blocks_of(text_before + chunk_text, base=before)
-    return ops_fragment(message_id, blocks.diff(before.html, after.html))
+    fragment, after = grow_fragment(message_id, blocks.blocks_of(text_before), text_before, text_before + chunk_text)
+    blocks.remember(after)  # the next chunk's text before
+    return fragment
+
+
+def grow_fragment(message_id, before, text_before, text):
+    """``chunk_fragment`` from the blocks ``before`` of ``text_before`` (kept by
+    the caller from the last chunk) to ``text``, the whole text so far; returns
+    (fragment, blocks of ``text``). A sentence that only continues the last
+    paragraph is drawn without parsing the paragraph again."""
+    after, ops = blocks.step(before, text_before, text)
+    return ops_fragment(message_id, ops), after
 
 
 def append_fragment(message_id, text):
@@ -132,21 +148,28 @@ class AuthorBody:
     def __init__(self, message_id):
         self.message_id = message_id
         self.shown = blocks.blocks_of("")
+        self.raw = ""  # the text ``shown`` is drawn from, as it came
         self.depth = None  # where plain events land, once told to the page
 
     def advance(self, text, final=False):
         """Events that take the page to ``text``; '' while nothing visible changed.
         Whitespace added at the end waits for visible text (htmx drops
-        whitespace-only swaps) unless ``final``, when it goes out of band."""
-        after = blocks.blocks_of(text, base=self.shown)
-        ops = blocks.diff(self.shown.html, after.html)
+        whitespace-only swaps) unless ``final``, when it goes out of band.
+
+        Text that only extends the last line's prose or code is drawn without
+        parsing the block again (``blocks.grow``); the events are the same."""
+        if final:
+            after = blocks.blocks_of(text, base=self.shown, remember=False)
+            ops = blocks.diff(self.shown.html, after.html)
+        else:
+            after, ops = blocks.step(self.shown, self.raw, text)
         if not ops:
-            self.shown = after
+            self.shown, self.raw = after, text
             return ""
         if len(ops) == 1 and ops[0][0] == "extend":
             _, depth, html = ops[0]
             if html.strip():
-                self.shown = after
+                self.shown, self.raw = after, text
                 head = ""
                 if depth != self.depth:
                     self.depth = depth
@@ -154,9 +177,9 @@ class AuthorBody:
                 return head + sse_event(html)
             if not final:
                 return ""
-        self.shown = after
+        self.shown, self.raw = after, text
         return sse_event(ops_fragment(self.message_id, ops))
 
     def shows(self, text):
         """True when the page shows ``text`` drawn in full."""
-        return self.shown.html == blocks.blocks_of(text, base=self.shown).html
+        return self.shown.html == blocks.blocks_of(text, base=self.shown, remember=False).html

@@ -14,13 +14,16 @@ the socket is readable (simple-websocket starts no reader of its own:
 ``NoReaderThread``); whatever they ask for, pongs and the closing handshake
 included, is queued to that writer.
 """
+import functools
 import json
 import logging
 import os
 import re
 import socket
+import struct
 
 import gevent
+from flask import current_app
 from flask import request
 from gevent.queue import Empty
 from gevent.queue import Full
@@ -30,11 +33,11 @@ from wsproto.events import BytesMessage
 from wsproto.events import CloseConnection
 from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
-from wsproto.events import TextMessage
 
 from hub import CLOSING
 from hub import RESYNC
 from hub import FINAL
+from hub import PING
 from models import Message
 from models import db
 from rendering import render_message
@@ -43,6 +46,8 @@ from rendering import upsert
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LIMIT = 100
+# Most queued events one write sends together.
+BATCH = 64
 
 
 class NoReaderThread:
@@ -75,6 +80,28 @@ def decline_compression():
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
+def text_frame(html):
+    """A whole unmasked text frame from the server carrying ``html`` (no
+    extension is ever negotiated on a page socket: ``decline_compression``)."""
+    data = str(html).encode("utf-8")
+    size = len(data)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, size)
+    return head + data
+
+
+# A hub event's fragment goes to every socket of the room: framed once.
+shared_frame = functools.lru_cache(maxsize=64)(text_frame)
+
+
+def _header_size(frame_size):
+    return 2 if frame_size < 128 else 4 if frame_size < (1 << 16) + 4 else 10
+
+
 # An id as pages send it: ASCII digits only (str.isdigit() also takes "²",
 # which int() refuses).
 _ID = re.compile(r"[0-9]{1,18}")
@@ -93,6 +120,12 @@ def parse_ids(value, limit=200):
 class PageSocket:
     """The server side of one page's socket; ``ws`` needs send/receive/close."""
 
+    # Kept for as long as the page stays open: no per-instance dict.
+    __slots__ = (
+        "ws", "ping_interval", "hub", "room", "page", "after", "streaming", "followed", "delivered", "sent",
+        "sub", "_ended", "_last", "_out", "_incoming", "_incoming_size",
+    )
+
     def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=(), ping_interval=None):
         self.ws = ws
         self.ping_interval = ping_interval
@@ -100,10 +133,12 @@ class PageSocket:
         self.room = room
         self.page = page
         self.after = after
-        self.streaming = set(streaming)
-        self.followed = set(follow)
+        # Usually empty: frozenset() is one shared object.
+        self.streaming = frozenset(streaming)
+        self.followed = frozenset(follow)
         self.delivered = {}  # message id -> chunks the page has (FINAL when settled)
-        self.sent = 0  # bytes, for tests and the benchmark
+        self.sent = 0  # bytes of messages, for tests and the benchmark
+        self._out = []  # frames handled but not yet written
         self.sub = None
         self._ended = False  # the page went, or must go: the writer stops
         self._last = None  # the Close frame the writer sends before it stops
@@ -111,26 +146,45 @@ class PageSocket:
     # -- what gets sent ----------------------------------------------------
 
     def _write(self, event):
-        """Send one whole frame. simple-websocket's own send makes a single
-        ``sock.send``, which under gevent may write only part of a large frame
-        to a slow reader; encoding here and using ``sendall`` cannot."""
+        """Send one whole control frame (a ping, a pong, a close), after the
+        page's frames queued before it. simple-websocket's own send makes a
+        single ``sock.send``, which under gevent may write only part of a large
+        frame to a slow reader; encoding here and using ``sendall`` cannot."""
         connection = getattr(self.ws, "ws", None)
         if connection is None:  # a stand-in socket in tests
-            if isinstance(event, TextMessage):
-                self.ws.send(event.data)
-            elif isinstance(event, CloseConnection):
+            if isinstance(event, CloseConnection):
                 self.ws.close(event.code, event.reason)
             return
+        self._flush()
         # The answer to the page's Close is the one frame sent after it.
         answering = isinstance(event, CloseConnection) and connection.state == ConnectionState.REMOTE_CLOSING
         if not answering and (not self.ws.connected or connection.state != ConnectionState.OPEN):
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
         self.ws.sock.sendall(connection.send(event))
 
-    def _send(self, html):
-        data = str(html)
-        self._write(TextMessage(data=data))
-        self.sent += len(data.encode("utf-8"))
+    def _send(self, html, shared=False):
+        """Queue one message for the page (``shared``: a hub event's, the same
+        for every socket); ``_flush`` writes what is queued."""
+        if getattr(self.ws, "ws", None) is None:  # a stand-in socket in tests
+            data = str(html)
+            self.ws.send(data)
+            self.sent += len(data.encode("utf-8"))
+            return
+        frame = shared_frame(html) if shared else text_frame(html)
+        self._out.append(frame)
+        self.sent += len(frame) - _header_size(len(frame))
+
+    def _flush(self):
+        """Write every queued message in one go (one system call for a burst)."""
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        connection = self.ws.ws
+        if not self.ws.connected or connection.state != ConnectionState.OPEN:
+            if self._ended:
+                return  # the page is going: what it would not read is dropped
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.ws.sock.sendall(out[0] if len(out) == 1 else b"".join(out))
 
     def _attached(self, message_id, page):
         """True when this page gets ``message_id`` through its own stream."""
@@ -144,6 +198,11 @@ class PageSocket:
 
     def snapshot(self):
         """One upsert with every message the page lacks or may show stale."""
+        articles = _aside(self._stale_articles)
+        if articles:
+            self._send(upsert(*articles))
+
+    def _stale_articles(self):
         with db.connection_context():
             query = Message.select().where(Message.room == self.room)
             newer = list(
@@ -156,8 +215,7 @@ class PageSocket:
                 for m in sorted(newer + stale, key=lambda m: m.id)
                 if not (m.is_streaming and self._attached(m.id, m.stream_page))
             ]
-        if articles:
-            self._send(upsert(*articles))
+        return articles
 
     def catch_up(self):
         """Send whatever changed while events may have been lost: every message
@@ -170,13 +228,15 @@ class PageSocket:
 
     def resync(self, message_id):
         """Re-send one whole article (after a gap, or when the page starts following)."""
+        html = _aside(lambda: self._whole_article(message_id))
+        if html is not None:
+            self._send(html)
+
+    def _whole_article(self, message_id):
         with db.connection_context():
             # Only this socket's room: a page cannot pull another room's messages.
             message = Message.get_or_none((Message.id == message_id) & (Message.room == self.room))
-            if message is None:
-                return
-            html = upsert(self._article(message))
-        self._send(html)
+            return upsert(self._article(message)) if message is not None else None
 
     def handle(self, event):
         """Apply one hub event (or a ("follow", id) request from the page)."""
@@ -185,16 +245,19 @@ class PageSocket:
         if event is RESYNC:
             self.catch_up()
             return
+        if event is PING:  # pings keep idle sockets open through proxies
+            self._write(Ping())
+            return
         if isinstance(event, _Pong):
             self._write(event.event)
             return
         if isinstance(event, tuple):  # the page lost its own stream of this reply
-            self.followed.add(event[1])
+            self.followed = self.followed | {event[1]}
             self.resync(event[1])
             return
         if event.kind == "detach":
             if event.page == self.page:
-                self.followed.add(event.message_id)
+                self.followed = self.followed | {event.message_id}
                 self.resync(event.message_id)
             return
         if self._attached(event.message_id, event.page):
@@ -206,7 +269,7 @@ class PageSocket:
             if have == FINAL and event.seq == FINAL:
                 return  # settled already (the snapshot raced this event)
             self.delivered[event.message_id] = event.seq
-            self._send(event.html)
+            self._send(event.html, shared=True)
         elif event.kind == "settle":
             if have != event.seq:
                 # Its body is not the final one (chunks missed, or a retried
@@ -214,7 +277,7 @@ class PageSocket:
                 self.resync(event.message_id)
                 return
             self.delivered[event.message_id] = FINAL
-            self._send(event.html)
+            self._send(event.html, shared=True)
         elif event.kind == "append":
             if have is not None and event.seq <= have:
                 return
@@ -222,7 +285,7 @@ class PageSocket:
                 self.resync(event.message_id)
                 return
             self.delivered[event.message_id] = event.seq
-            self._send(event.html)
+            self._send(event.html, shared=True)
 
     # -- the writer, and what reads the page's frames ----------------------------
 
@@ -231,23 +294,31 @@ class PageSocket:
         inside the request's app context)."""
         try:
             self.snapshot()
+            self._flush()
             while True:
-                try:
-                    event = self.sub.queue.get(timeout=self.ping_interval)
-                except Empty:
-                    # Pings keep idle sockets open through proxies.
-                    self._write(Ping())
-                    continue
+                event = self.sub.queue.get()
                 if self._ended:
                     break
                 self.handle(event)
+                # Whatever else is queued by now goes out with it.
+                for _ in range(BATCH - 1):
+                    try:
+                        event = self.sub.queue.get_nowait()
+                    except Empty:
+                        break
+                    if self._ended:
+                        break
+                    self.handle(event)
+                self._flush()
+                if self._ended:
+                    break
             if self._last is not None:  # the answer to the page's Close, or ours
                 self._write(self._last)
             self.ws.connected = False
         except _Closing:
             # The server is restarting: 1012 makes htmx reconnect (to the next process).
             try:
-                self._write(CloseConnection(1012, "server restarting"))
+                self._write(CloseConnection(1012, "server restarting"))  # after what is queued
                 self.ws.connected = False
             except (ConnectionClosed, OSError):
                 pass
@@ -269,6 +340,7 @@ class PageSocket:
         """Subscribe, read the page's frames as they come, and be the writer
         until the page goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
+        self.hub.keep_alive(self.ping_interval)
         stop_reading = self._start_reading()
         try:
             self.write_loop()
@@ -366,6 +438,20 @@ class PageSocket:
             self.sub.queue.put_nowait(item)
         except Full:
             pass
+
+
+def _aside(work):
+    """``work()`` in a greenlet of its own, in this app's context. peewee keeps
+    each greenlet's connection state (about 1 KB) for as long as the greenlet
+    lives: a page socket's writer lives as long as the page, and reads the
+    database seldom."""
+    app = current_app._get_current_object()
+
+    def run():
+        with app.app_context():
+            return work()
+
+    return gevent.spawn(run).get()
 
 
 class _Pong:

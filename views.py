@@ -477,21 +477,27 @@ def composer_error(text, status):
     return response
 
 
+# Text an event held for a burst carries before it goes: as many bytes as the
+# event's own framing ("data: " and a blank line), so framing is at most half.
+FRAME_TEXT = 8
+
+
 def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
     """The author's event stream: the two new articles at once, then the reply
     drawn as it grows, then the final article.
 
-    Tokens that arrive within ``frame`` seconds of the last event wait for the
-    next one (fewer, fuller events); a token after a pause goes at once. When
-    the page already shows the final body, the last event leaves it in place
-    and only changes the article around it.
+    A token after a pause (none in the ``frame`` seconds before it) goes at
+    once. In a burst, a token waits up to ``frame`` for more, so that one event
+    carries ``FRAME_TEXT`` bytes of text or more; tokens already queued always
+    go together. When the page already shows the final body, the last event
+    leaves it in place and only changes the article around it.
 
     Runs after the request context is gone: everything it needs is passed in.
     """
     finished = False
     body = AuthorBody(generation.reply_id)
     text = ""
-    last_sent = 0.0
+    arrived = float("-inf")  # when the last token was taken from the queue
     try:
         yield sse_event(first)
         held = None
@@ -520,10 +526,14 @@ def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
             if kind == "whole":  # the benchmark's per-token baseline
                 yield sse_event(item[1])
                 continue
+            now = time.monotonic()
+            burst = now - arrived < frame
+            arrived = now
+            deadline = now + frame if burst else now
             text += item[1]
-            deadline = last_sent + frame
-            while True:  # coalesce what already arrived, or arrives within the frame
-                wait = deadline - time.monotonic()
+            size = len(item[1])
+            while True:  # what already arrived, or arrives while the burst is held
+                wait = deadline - time.monotonic() if size < FRAME_TEXT else 0
                 try:
                     nxt = queue.get(timeout=wait) if wait > 0 else queue.get_nowait()
                 except Empty:
@@ -531,10 +541,11 @@ def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
                 if nxt[0] != "tok":
                     held = nxt
                     break
+                arrived = time.monotonic()
                 text += nxt[1]
+                size += len(nxt[1])
             events = body.advance(text)
             if events:
-                last_sent = time.monotonic()
                 yield events
     finally:
         if not finished:

@@ -3,6 +3,8 @@ the cause is."""
 import os
 
 from bench.server import app_default
+from bench.server import source_constant
+from bench.stats import pct
 from bench.stats import fmt_int
 from bench.targets import TARGET_ADDED_P50_MS
 from bench.targets import TARGET_ADDED_P99_MS
@@ -25,7 +27,7 @@ def sdk_cost(capacity):
     return ""
 
 
-def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
+def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=()):
     """Where a target is missed: by how much, and what the measured parts say the cause is."""
     notes = []
     big = max(opts.sizes)
@@ -35,37 +37,45 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
         o = r["observer"]
         ratio = max(r["observer_bytes"]) / text
         if ratio > TARGET_OBSERVER_RATIO:
-            frames = len(o["appends"])
-            wrapper = frames * r["wrapper"]
-            escaping = o["append_escaped_bytes"] - o["append_text_bytes"]
+            appends = len(o["appends"])
+            wrapper = o["append_bytes"] - o["append_escaped_bytes"]
+            markup = o["append_escaped_bytes"] - o["append_text_bytes"]
+            fixed = text + markup + o["final_bytes"] + o["article_bytes"]
+            room = TARGET_OBSERVER_RATIO * text - fixed
             notes.append(
-                "**Observer bytes, {:.2f} × text (target {:g} ×)**: the reply text itself is 1.00 ×; the "
-                "out-of-band swap wrappers (`<i hx-swap-oob=\"…:#message-N-body…\">…</i>`) and block tags of its {} appends add {:.2f} × "
-                "({} B each on chunks of {:.0f} B on average: one sentence per chunk); HTML escaping adds "
-                "{:.2f} × (apostrophes become `&#39;`); the final article (a status flip around the body the "
-                "page has) adds {:.2f} ×; the question's and the empty reply's articles add "
-                "{:.2f} ×. The completion's re-send alone is {} the target's headroom of {:.2f} ×.".format(
-                    ratio, TARGET_OBSERVER_RATIO, frames, wrapper / text, r["wrapper"],
-                    o["append_text_bytes"] / frames if frames else 0, escaping / text, o["final_bytes"] / text,
+                "**Observer bytes, {:.2f} × text (target {:g} ×)**: the reply text itself is 1.00 ×; its {} "
+                "appends, one per committed chunk ({:.0f} B of text on average: one sentence), are each an "
+                "out-of-band swap (`<i hx-swap-oob=\"append:#message-N-body >:last-child\">…</i>`), "
+                "{:.1f} B a chunk on average, {:.2f} × in all; block tags and entities in the appends add "
+                "{:.2f} ×; the final article (a status flip around the body the page has) {:.2f} ×; the "
+                "question's and the empty reply's articles {:.2f} ×. {}".format(
+                    ratio, TARGET_OBSERVER_RATIO, appends, o["append_text_bytes"] / appends if appends else 0,
+                    wrapper / appends if appends else 0, wrapper / text, markup / text, o["final_bytes"] / text,
                     o["article_bytes"] / text,
-                    "more than" if o["final_bytes"] / text > TARGET_OBSERVER_RATIO - 1 else "within",
-                    TARGET_OBSERVER_RATIO - 1))
+                    "For {:g} × the wrappers would have to fit in {:.0f} B a chunk: less than an htmx "
+                    "out-of-band swap naming its target takes, so it needs fewer appends (chunks of several "
+                    "sentences) or a frame format of the page's own instead of htmx's.".format(
+                        TARGET_OBSERVER_RATIO, room / appends) if appends and room > 0 else
+                    "Without any wrapper the rest is already over {:g} × at this length.".format(
+                        TARGET_OBSERVER_RATIO)))
         a = r["asker"]
         ask = r["asker_bytes"] / text
         if ask > TARGET_ASKER_RATIO:
             framing = a["token_bytes"] - a["token_escaped_bytes"]
-            escaping = a["token_escaped_bytes"] - a["token_text_bytes"]
+            wrappers = a.get("token_wrapper_bytes", 0)
+            markup = a["token_escaped_bytes"] - a["token_text_bytes"] - wrappers
             notes.append(
                 "**Asker bytes, {:.2f} × text (target {:g} ×)**: the text is 1.00 ×; it went out in {:,} events "
-                "for {:,} tokens ({:.2f} tokens per event: at one reply on an idle worker each token is "
-                "written as soon as it arrives), and each event's `data: ` and blank line add {:.2f} × "
-                "({:.1f} B per event against {:.1f} B of text per token); escaping adds {:.2f} ×; the final "
-                "article re-sends the rendered body, {:.2f} ×; the first event (the question's and the empty "
-                "reply's articles) {:.2f} ×.".format(
+                "for {:,} tokens ({:.2f} tokens per event), and each event's `data: ` and blank line (and the "
+                "few `reply-at` events) add {:.2f} × ({:.1f} B per event against {:.1f} B of text per token); "
+                "the out-of-band swaps that start each new paragraph {:.2f} ×, tags and entities {:.2f} ×; "
+                "the final article (a status flip) {:.2f} ×; the first event (the question's and the empty "
+                "reply's articles) {:.2f} ×. Fewer bytes means more tokens per event, so holding tokens "
+                "longer: see the table of `STREAM_FRAME_TIME` values in section 2.".format(
                     ask, TARGET_ASKER_RATIO, a["token_events"], big,
                     big / a["token_events"] if a["token_events"] else 0, framing / text,
-                    framing / a["token_events"] if a["token_events"] else 0, text / big, escaping / text,
-                    a["final_bytes"] / text, a["first_bytes"] / text))
+                    framing / a["token_events"] if a["token_events"] else 0, text / big, wrappers / text,
+                    markup / text, a["final_bytes"] / text, a["first_bytes"] / text))
         for s in opts.sizes:
             rr = row("append", s)
             if rr and rr["reply_statements"] > rr["chunks"] + 3:
@@ -73,16 +83,27 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
                     s, rr["reply_statements"], rr["chunks"],
                     ", ".join("{} × {}".format(v, k) for k, v in sorted(rr["kinds"].items()))))
     if added50 is not None and (added50 > TARGET_ADDED_P50_MS or added99 > TARGET_ADDED_P99_MS):
+        at_once = [f for f in frames if f["frame"] == 0 and f["latency"]]
+        base = baseline.get(at_once[0]["size"]) if at_once else None
+        zero = ""
+        if at_once and base:
+            f = at_once[0]
+            zero = (" With `STREAM_FRAME_TIME=0` (every token sent as it comes) the added latency was "
+                    "{:.2f} ms at p50 and {:.2f} ms at p99, for {:.2f} × the text in bytes.".format(
+                        (pct(f["latency"], 50) - pct(base, 50)) * 1000, (pct(f["latency"], 99) - pct(base, 99)) * 1000,
+                        f["asker_bytes"] / f["text_bytes"]))
         notes.append(
-            "**Added latency, p50 {:.2f} ms and p99 {:.2f} ms over the direct read**: each token crosses "
-            "two more loopback hops and process wake-ups than the direct read, the model's HTTP stream (the "
-            "`openai` SDK's client, and `providers.sse_chunks` parsing each event){}, a gevent queue to the "
-            "reply's greenlet and one to the request's, the Markdown drawing of the asker's page "
-            "(`rendering.AuthorBody`), and a chunked HTTP write. Tokens are held for up to "
-            "`STREAM_FRAME_TIME` ({} s) after the last event so that one event carries several: that wait "
-            "is most of the median; sentence commits and the fan-out to observers run on the same "
-            "single-threaded worker, so a token that arrives meanwhile waits.".format(
-                added50, added99, sdk_cost(capacity), app_default("STREAM_FRAME_TIME")))
+            "**Added latency, p50 {:.2f} ms and p99 {:.2f} ms over the direct read**: tokens come every {:g} ms, "
+            "closer than `STREAM_FRAME_TIME` ({} s), so they count as a burst and wait for the next one until "
+            "an event carries {} bytes of text: that wait is most of it, and is what keeps the asker's bytes "
+            "near 2 × (section 2's frame table).{} The rest is the way through the worker: the model's HTTP "
+            "stream read by the `openai` SDK's client and `providers.sse_chunks`{}, a gevent queue to the "
+            "reply's greenlet and one to the request's, the drawing of the asker's page "
+            "(`rendering.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
+            "HTTP write, and the other work of the same single-threaded worker (commits, the fan-out to "
+            "observers) that a token may wait behind.".format(
+                added50, added99, opts.token_delay * 1000, app_default("STREAM_FRAME_TIME"),
+                source_constant("views.py", "FRAME_TEXT"), zero, sdk_cost(capacity)))
     for c in capacity:
         p99 = c["w_p99"] if c["w_p99"] is not None else c["p99"]
         if c["n"] != TARGET_CAPACITY_LEVEL or p99 is None or p99 <= TARGET_CAPACITY_P99_MS:
@@ -144,7 +165,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99):
             "the request's own, which is the socket's writer (its frames are read by an event-loop callback); "
             "a parked greenlet keeps its slice of the C stack and its Python frames on the heap{}. The rest "
             "is per-connection objects: gunicorn's parsed request and WSGI environ, Flask's request context "
-            "for the upgrade request, the websocket frame protocol state, the hub queue and the socket "
+            "for the upgrade request, the websocket frame protocol state, the hub's queue and the socket "
             "object.".format(
                 idle["per_kb"], TARGET_IDLE_KB,
                 " (measured separately in this run: {:.1f} KB per parked greenlet 20 frames deep)".format(g)

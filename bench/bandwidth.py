@@ -85,7 +85,6 @@ def run_mode(mode, opts, fake, workdir, log):
                 observer_latency=obs_lat,
                 duration=(a["final_t"] or t1) - t0,
                 final=a["final"], tokens_sent=len(sent), cpu=meter.rates(),
-                wrapper=len('<i hx-swap-oob="beforeend:#message-{}-body"></i>'.format(asker.reply_id)),
             )
             results.append(row)
             log("  {:<16} {:>5} tokens: asker {:>9,} B  observer {:>10,} B  statements {:>5}  chunks {:>4}  {:.1f}s"
@@ -103,6 +102,38 @@ def run_mode(mode, opts, fake, workdir, log):
         server.stop()
     problems = server.log_problems()
     return results, problems
+
+
+def run_frames(opts, fake, workdir, log):
+    """The author stream's bytes against its latency, one server per
+    ``STREAM_FRAME_TIME`` in ``opts.frames``: the biggest reply once each, no
+    observers, the same tokens and pace as the bandwidth runs."""
+    size = max(opts.sizes)
+    rows, problems = [], []
+    for frame in opts.frames:
+        server = Server(workdir, "frame-{:g}".format(frame), fake.base_url,
+                        {"FANOUT_MODE": "append", "STREAM_FRAME_TIME": repr(float(frame))}).start()
+        try:
+            session = Session(server)
+            warm_up(server, session, fake)
+            key = script_key("frame{:g}-{}".format(frame, size), size, opts.seed * 1000 + size, opts.token_delay)
+            asker = Asker(session, key)
+            with CpuMeter(server) as meter:
+                asker.run()
+            if asker.error or asker.status != 200 or not asker.reply_id:
+                raise RuntimeError("asker failed at STREAM_FRAME_TIME={}: status {} {}".format(
+                    frame, asker.status, asker.error))
+            a = parse_asker(asker)
+            latencies = token_latencies(asker.tokens, fake.sent([key]).get(key, []), a["progress"])
+            rows.append(dict(frame=frame, size=size, text_bytes=len("".join(asker.tokens).encode("utf-8")),
+                             asker=a, asker_bytes=a["bytes"], latency=latencies, cpu=meter.rates()))
+            log("  STREAM_FRAME_TIME={:<6g} asker {:>7,} B in {:>5,} token events, p50 {:.2f} ms p99 {:.2f} ms".format(
+                frame, a["bytes"], a["token_events"], ms(pct(latencies, 50)), ms(pct(latencies, 99))))
+        finally:
+            server.stop()
+            problems.extend(server.log_problems())
+            fake.forget_requests()
+    return rows, problems
 
 
 def run_baseline(opts, fake, log):

@@ -33,7 +33,7 @@ _CONTRACTIONS = ["it's", "don't", "you're", "that's", "isn't", "we'll", "can't",
 def make_tokens(count, seed):
     """``count`` word tokens of English-like text, the way chat models stream it:
     a leading space on each word, punctuation as its own token, a few commas and
-    contractions (apostrophes, which HTML-escaping lengthens), rare **bold**, and
+    contractions, rare **bold**, and
     a blank-line token between paragraphs of 3 to 6 sentences."""
     rng = random.Random(seed)
     tokens = []

@@ -22,16 +22,18 @@ from bench.targets import TARGET_IDLE_KB
 from bench.targets import TARGET_OBSERVER_RATIO
 
 
-def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, started, elapsed, argv, xp=None):
+def write_report(path, opts, bw, baseline, capacity, idle, problems, plots, started, elapsed, argv, xp=None,
+                 frames=()):
     """Write the whole report to ``path``."""
     lines = []
     add = lines.append
     row = functools.partial(find_row, bw)
     _head(add, opts, bw, capacity, started, elapsed, argv)
-    _targets(add, opts, bw, baseline, capacity, idle, row)
+    _targets(add, opts, bw, baseline, capacity, idle, row, frames)
     _setup(add, opts, row)
     tables.bandwidth(add, opts, bw, row, plots)
     tables.latency(add, opts, baseline, row, plots)
+    tables.frames(add, opts, frames, baseline)
     tables.capacity(add, opts, capacity, plots)
     tables.idle(add, idle)
     crossprocess.table(add, xp)
@@ -77,7 +79,7 @@ def _head(add, opts, bw, capacity, started, elapsed, argv):
     add("")
 
 
-def _targets(add, opts, bw, baseline, capacity, idle, row):
+def _targets(add, opts, bw, baseline, capacity, idle, row, frames=()):
     big = max(opts.sizes)
     app_big = row("append", big)
     add("## Targets")
@@ -123,7 +125,7 @@ def _targets(add, opts, bw, baseline, capacity, idle, row):
         add("| ≤ {:g} KB RSS per idle observer socket | {:.1f} KB | {} |".format(
             TARGET_IDLE_KB, idle["per_kb"], verdict(idle["per_kb"], TARGET_IDLE_KB)))
     add("")
-    notes = analysis(opts, bw, baseline, capacity, idle, row, added50, added99)
+    notes = analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames)
     if notes:
         add("### Where targets are missed, and why")
         add("")
@@ -150,7 +152,7 @@ def _setup(add, opts, row):
         "subclass that timestamps each token as it writes it), reached by the app through the real "
         "`openai` SDK. "
         "Replies are synthetic English-like text: words with a leading space, punctuation as separate "
-        "tokens, some commas, contractions (apostrophes, which HTML escaping turns into 5 bytes), rare "
+        "tokens, some commas, contractions, rare "
         "`**bold**`, and a blank-line token between paragraphs of 3–6 sentences; {:.1f} bytes per token "
         "on average.".format((app_big["text_bytes"] / big) if app_big else 0))
     add("- **Bandwidth and latency runs**: one reply at a time, {} tokens at {:g} ms per token, watched by "

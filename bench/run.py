@@ -14,7 +14,8 @@ measurements:
      start per mode, all in the same run;
   2. latency: token sent by the fake model -> received by the asker, and chunk
      commit -> received by an observer, against a client that reads the fake
-     model directly (same run, same tokens, same pace);
+     model directly (same run, same tokens, same pace); and the author
+     stream's bytes against its latency for several STREAM_FRAME_TIMEs;
   3. capacity of one worker: N concurrent replies watched by observers;
   4. memory per idle observer socket;
   5. chunk commit -> observer across processes: two servers on one
@@ -46,6 +47,7 @@ import time
 from bench import ROOT
 from bench import meters
 from bench.bandwidth import run_baseline
+from bench.bandwidth import run_frames
 from bench.bandwidth import run_mode
 from bench.capacity import run_capacity
 from bench.clients import AskerPool
@@ -56,10 +58,11 @@ from bench.plots import make_plots
 from bench.report import write_report
 from bench.targets import MODES
 
-FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10, levels=(10, 50, 100, 200),
+FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10, frames=(0, 0.008, 0.016, 0.032),
+            levels=(10, 50, 100, 200),
             cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
             client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
-QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, levels=(10,),
+QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=(0,), levels=(10,),
              cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50,
              client_procs=2, xp_replies=2, xp_tokens=200, xp_observers=2)
 
@@ -78,8 +81,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (~40 s): sizes 200,500 at 4 ms/token, 2 observers, capacity 10 only, "
-                             "50 idle sockets")
+                        help="smoke run (~1 min): sizes 200,500 at 4 ms/token, 2 observers, one frame (0), "
+                             "capacity 10 only, 50 idle sockets")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"),
                         help="Markdown report to write; plots go next to it as bench-*.png "
                              "(default: docs/benchmarks.md)")
@@ -87,6 +90,8 @@ def parse_args(argv):
     parser.add_argument("--token-delay", type=float, help="seconds between tokens in the bandwidth and "
                         "latency runs (default 0.01)")
     parser.add_argument("--observers", type=int, help="observer sockets in the bandwidth runs (default 10)")
+    parser.add_argument("--frames", help="STREAM_FRAME_TIME values for the author stream's bytes against "
+                        "latency, comma-separated seconds (default 0,0.008,0.016,0.032)")
     parser.add_argument("--levels", help="concurrent replies per capacity level (default 10,50,100,200)")
     parser.add_argument("--cap-tokens", type=int, help="tokens per reply in the capacity runs (default 300)")
     parser.add_argument("--cap-token-delay", type=float,
@@ -101,7 +106,8 @@ def parse_args(argv):
     parser.add_argument("--xp-replies", type=int, help="replies in the cross-process run on PostgreSQL (default 5)")
     parser.add_argument("--xp-tokens", type=int, help="tokens per reply in the cross-process run (default 500)")
     parser.add_argument("--xp-observers", type=int, help="observers on each of the two processes (default 5)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: capacity, idle, crossprocess")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: frames, capacity, idle, "
+                        "crossprocess")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic replies")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (databases, SQL logs, gunicorn logs)")
@@ -112,6 +118,8 @@ def parse_args(argv):
             setattr(args, name, value)
     if isinstance(args.sizes, str):
         args.sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    if isinstance(args.frames, str):
+        args.frames = tuple(float(s) for s in args.frames.split(",") if s.strip())
     if isinstance(args.levels, str):
         args.levels = tuple(int(s) for s in args.levels.split(",") if s.strip())
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -140,7 +148,7 @@ def main(argv=None):
     meters.LOAD_PIDS[:] = [fake.proc.pid] + ([p.pid for p in pool.procs] if pool else [])
     workdir = tempfile.mkdtemp(prefix="streamchat-bench-")
     problems = {}
-    bw, capacity, idle, xp = [], [], None, None
+    bw, frames, capacity, idle, xp = [], [], [], None, None
     try:
         log("bandwidth and latency ({} observers, {} ms/token)".format(opts.observers, opts.token_delay * 1000))
         for mode in opts.modes:
@@ -150,6 +158,9 @@ def main(argv=None):
             fake.forget_requests()
         log("direct baseline")
         baseline = run_baseline(opts, fake, log)
+        if "frames" not in opts.skip and opts.frames:
+            log("author stream: bytes against latency per STREAM_FRAME_TIME")
+            frames, problems["frames"] = run_frames(opts, fake, workdir, log)
         if "capacity" not in opts.skip and opts.levels:
             log("capacity ({} tokens per reply at {} ms/token)".format(opts.cap_tokens, opts.cap_token_delay * 1000))
             capacity, problems["capacity"] = run_capacity(opts, fake, pool, workdir, log)
@@ -172,7 +183,7 @@ def main(argv=None):
     plots = make_plots(out_dir, bw, baseline, capacity, opts)
     shown = [a for a in argv if a != "--keep"]
     write_report(opts.out, opts, bw, baseline, capacity, idle, problems, plots, started,
-                 time.monotonic() - t_start, shown, xp)
+                 time.monotonic() - t_start, shown, xp, frames)
     log("wrote {}{}".format(opts.out, "".join(", " + p for p in plots)))
     return 0
 

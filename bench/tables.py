@@ -1,6 +1,7 @@
 """The report's four measured sections: bandwidth, latency, capacity and idle
 sockets, each a table with the prose that says how it was measured."""
 from bench.server import app_default
+from bench.server import source_constant
 from bench.stats import fmt
 from bench.stats import fmt_int
 from bench.stats import ms
@@ -106,6 +107,46 @@ def latency(add, opts, baseline, row, plots):
     if any(p.endswith("bench-latency.png") for p in plots):
         add("![Latency distributions](bench-latency.png)")
         add("")
+
+
+def frames(add, opts, frames, baseline):
+    """The author stream's bytes against its added latency, per STREAM_FRAME_TIME."""
+    if not frames:
+        return
+    size = frames[0]["size"]
+    base = baseline.get(size) or []
+    add("### Bytes against latency: the author stream's frame")
+    add("")
+    add("The same {:,}-token reply at {:g} ms per token, once per `STREAM_FRAME_TIME` (a fresh server each, "
+        "no observers). A token after a pause goes at once; in a burst an event waits up to the frame for "
+        "{} bytes of text (`views.FRAME_TEXT`). Each event costs 8 bytes of framing (`data: ` and a blank "
+        "line) on about 5 bytes of text per token, so bytes fall only as events carry more tokens, which "
+        "means holding them: the two targets cannot both hold at this rate. *Added* is over the direct "
+        "read of the same tokens (section 2).".format(size, opts.token_delay * 1000, _frame_text()))
+    add("")
+    add("| `STREAM_FRAME_TIME` s | Asker ÷ text | Token events | Tokens per event | p50 ms | p99 ms "
+        "| Added p50 ms | Added p99 ms |")
+    add("|---|---|---|---|---|---|---|---|")
+    for f in frames:
+        lat, a = f["latency"], f["asker"]
+        add("| {:g}{} | {:.2f} | {:,} | {:.2f} | {} | {} | {} | {} |".format(
+            f["frame"], " (default)" if abs(f["frame"] - _default_frame()) < 1e-9 else "",
+            f["asker_bytes"] / f["text_bytes"], a["token_events"], size / max(a["token_events"], 1),
+            fmt(ms(pct(lat, 50)), 2), fmt(ms(pct(lat, 99)), 2),
+            fmt(ms(pct(lat, 50) - pct(base, 50)), 2) if base and lat else "–",
+            fmt(ms(pct(lat, 99) - pct(base, 99)), 2) if base and lat else "–"))
+    add("")
+
+
+def _default_frame():
+    try:
+        return float(app_default("STREAM_FRAME_TIME"))
+    except ValueError:
+        return -1.0
+
+
+def _frame_text():
+    return source_constant("views.py", "FRAME_TEXT")
 
 
 def capacity(add, opts, capacity, plots):

@@ -60,7 +60,7 @@ def parse_asker(asker):
     Returns bytes (total, by part), event counts, and ``progress``: a list of
     (time of the read, characters of reply text received so far)."""
     out = dict(bytes=0, first_bytes=0, token_bytes=0, whole_bytes=0, final_bytes=0, other_bytes=0,
-               token_escaped_bytes=0, token_text_bytes=0, text=[],
+               token_escaped_bytes=0, token_wrapper_bytes=0, token_text_bytes=0, text=[],
                token_events=0, whole_events=0, final=None, final_t=None, progress=[], question_id=None)
     out["bytes"] = sum(len(data) for _, data in asker.chunks)
     received = 0
@@ -111,7 +111,9 @@ def parse_asker(asker):
         out["token_bytes"] += len(raw)
         out["token_events"] += 1
         plain = text_of(payload)
+        inner = _OOB_TAG_RE.sub(b"", payload.encode("utf-8")) if "hx-swap-oob" in payload else None
         out["token_escaped_bytes"] += len(payload.encode("utf-8"))
+        out["token_wrapper_bytes"] += len(payload.encode("utf-8")) - len(inner) if inner is not None else 0
         out["token_text_bytes"] += len(plain.encode("utf-8"))
         if "hx-swap-oob" in payload:  # a block drawn again: count what the body shows now
             body.apply_oob(payload)

@@ -185,6 +185,19 @@ class Chunk(BaseModel):
     class Meta:
         indexes = ((("message", "seq"), True),)
 
+    _insert = {}  # database -> the INSERT statement, built once
+
+    @classmethod
+    def add(cls, message_id, seq, text):
+        """Insert one chunk. A reply commits one per sentence, so the statement
+        is built once per database instead of once per chunk (building it
+        costs peewee more than SQLite takes to run it)."""
+        database = db.obj
+        sql = cls._insert.get(database)
+        if sql is None:
+            sql = cls._insert[database] = cls.insert(message=0, seq=0, text="", created_at=utcnow()).sql()[0]
+        database.execute_sql(sql, (message_id, seq, text, cls.created_at.db_value(utcnow())))
+
 
 class Flag(BaseModel):
     """A named one-time event (e.g. "seeded"); the unique key makes it race-free."""

@@ -6,8 +6,10 @@ import re
 OOB_RE = re.compile(r'<(i|template) hx-swap-oob="(\w+):([^"]*)">(.*?)</\1>', re.S)
 TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*>")
 VOID = {"br", "hr"}
-LAST = " > :last-child"
-NTH = re.compile(r" > :nth-child\(n\+(\d+)\)\Z")
+# What follows the body's id in a target: the last element ``depth`` levels
+# down (" >:last-child>:last-child"), or the children from the k-th on.
+LAST = re.compile(r"(?: >:last-child(?:>:last-child)*)?\Z")
+NTH = re.compile(r" >:nth-child\(n\+(\d+)\)\Z")
 
 
 def elements(html):
@@ -62,10 +64,9 @@ class Body:
                 for start, end in reversed(elements(self.html)[keep:]):
                     self.html = self.html[:start] + self.html[end:]
             else:
-                assert style == "beforeend", style
-                depth = path.count(LAST)
-                assert path == LAST * depth, path
-                self.insert(depth, content)
+                assert style == "append", style
+                assert LAST.match(path), path
+                self.insert(path.count(":last-child"), content)
 
 
 def apply_author_stream(body, events):

@@ -81,3 +81,12 @@ def test_quick_bench_draws_plots(quick_run):
         assert path.exists() and path.stat().st_size > 5000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert "({})".format(name) in report, "the report does not show " + name
+
+
+def test_quick_bench_measures_the_author_streams_frame(quick_run):
+    _, out = quick_run
+    section = out.read_text().split("### Bytes against latency", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| 0")]
+    assert rows, "no STREAM_FRAME_TIME row"
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert number(cells[1]) > 1 and number(cells[2]) > 0, cells  # asker ÷ text, token events

@@ -17,6 +17,7 @@ from body_model import parse_sse
 import blocks
 from rendering import AuthorBody
 from rendering import chunk_fragment
+from rendering import grow_fragment
 from rendering import render_markdown
 
 DOCS = {
@@ -27,6 +28,7 @@ DOCS = {
     "setext": "Title\n=====\n\nSub\n---\n\nNot a heading\n- list\n\nFoo\n-\nbar",
     "atx then paragraph": "Para\n# Heading\nPara\n#not heading\n\n###### six\n####### seven",
     "table": "Intro text\n| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\n\n| x |\n|---|x\n\nAfter.",
+    "table undone": "Para one\n| a | b |\n|-|-|x and more\n\nAfter.",
     "unterminated fence": "Code:\n\n```python\ndef f(x):\n    return x < 1\n",
     "fences": "```js\nlet a = 1;\n```\n\n~~~\nplain ~~~ text\n~~~\n\n````md\n```\ninner\n```\n````\n\n```py\nx = 1\n``` not closing\n```\nAfter.",
     "indented code": "Para\n\n    code one\n\n    code two\n\nback to para\n\n    tail code",
@@ -136,14 +138,14 @@ def test_a_list_split_across_chunks_grows_in_place():
     fragment = str(chunk_fragment(5, "- one\n- tw", "o\n- three"))
     # The second item gets its end, then a third item joins the list: no re-send.
     assert fragment == (
-        '<i hx-swap-oob="beforeend:#message-5-body > :last-child > :last-child">o</i>'
-        '<i hx-swap-oob="beforeend:#message-5-body > :last-child"><li>three</li>\n</i>'
+        '<i hx-swap-oob="append:#message-5-body >:last-child>:last-child">o</i>'
+        '<i hx-swap-oob="append:#message-5-body >:last-child"><li>three</li>\n</i>'
     )
 
 
 def test_a_paragraph_grows_by_its_new_text_only():
     fragment = str(chunk_fragment(5, "Hello there. ", "How are you? "))
-    assert fragment == '<i hx-swap-oob="beforeend:#message-5-body > :last-child"> How are you?</i>'
+    assert fragment == '<i hx-swap-oob="append:#message-5-body >:last-child"> How are you?</i>'
 
 
 def test_finished_blocks_are_sent_once():
@@ -173,7 +175,7 @@ def test_an_unterminated_fence_renders_as_code_then_highlighted_when_closed():
     assert '<span class="k">def</span>' in closed and closed.startswith('<pre><code class="language-python">')
     # An open code block grows line by line in place.
     fragment = str(chunk_fragment(4, "```python\ndef f():\n", "    return 1\n"))
-    assert fragment == '<i hx-swap-oob="beforeend:#message-4-body > :last-child > :last-child">    return 1\n</i>'
+    assert fragment == '<i hx-swap-oob="append:#message-4-body >:last-child>:last-child">    return 1\n</i>'
 
 
 def test_unknown_languages_and_huge_code_are_plain():
@@ -207,3 +209,132 @@ def test_link_reference_definitions_stay_text():
     """A definition at the end would change a link drawn earlier."""
     html = str(render_markdown("See [docs].\n\n[docs]: https://example.com"))
     assert "<a " not in html and "[docs]" in html
+
+
+# -- the quick way: growing the last line without parsing again ---------------
+
+WORDS = [" word", " the", " café", ",", ".", "?", "!", " 42", "'s", ' "q"', " a-b", " 50%", " $5", " @me",
+         " a/b", " {x}", " x^2", " a=b", " a+b", " #tag", " a|b", " a:b", "日本", " "]
+MARKUP = ["\n", "\n\n", "- ", "* ", "1. ", "3) ", "> ", "# ", "```", "```py", "~~~", "`", "**", "*", "_", "~~",
+          "\\", "&", "amp", ";", "#35", "<", ">", "[", "]", "(", ")", "http://x", "---", "===", "    ", "\t",
+          "\n```\n", "\n~~~\n", "\n```py\n", "\n  ```\n",
+          "\u00a0", "\u3000", "\r", "\x00", "\x1b", "|-|-|", " a | b", "  - ", "x_y", "a*b", "2024", "Word"]
+
+
+def token_stream(seed, n=100, markup=0.2):
+    """Prose tokens with Markdown (and junk) in between, the fast path's hard cases."""
+    rng = random.Random(seed)
+    return [rng.choice(MARKUP) if rng.random() < markup else rng.choice(WORDS) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_growing_the_last_line_draws_what_a_parse_draws(seed):
+    """``blocks.grow`` adds to the last line without parsing: where it answers,
+    its blocks equal a parse of the text (incremental and fresh) and its one
+    addition equals what ``diff`` finds between the two states."""
+    used = 0
+    for markup in (0.05, 0.25, 0.6):
+        text = ""
+        state = blocks.blocks_of("", remember=False)
+        for token in token_stream(seed, markup=markup):
+            text += token
+            grown = blocks.grow(state, state.text + token)
+            parsed = blocks.blocks_of(text, base=state, remember=False)
+            if grown is None:
+                state = parsed
+                continue
+            used += 1
+            after, depth, html = grown
+            assert list(after.html) == list(parsed.html) == fresh(text), repr(text)
+            expected = blocks.diff(state.html, parsed.html)
+            if html.strip():
+                assert expected == [("extend", depth, html)], repr(text)
+            elif not html:
+                assert expected == [], repr(text)
+            state = after
+    assert used > 50, "prose tokens take the quick way"
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_author_events_and_observer_fragments_are_the_same_the_quick_way(seed, monkeypatch):
+    tokens = token_stream(seed, n=150, markup=0.15)
+    cuts = [tokens[i:i + 9] for i in range(0, len(tokens), 9)]
+
+    def run():
+        blocks._states.clear()
+        author, raw, text = AuthorBody(3), [], ""
+        for token in tokens:
+            text += token
+            raw.append(author.advance(text))
+        raw.append(author.advance(text, final=True))
+        fragments, before = [], blocks.blocks_of("")
+        text = ""
+        for cut in cuts:
+            fragment, before = grow_fragment(3, before, text, text + "".join(cut))
+            text += "".join(cut)
+            fragments.append(str(fragment))
+        return raw, fragments
+
+    quick = run()
+    monkeypatch.setattr(blocks, "grow", lambda state, text: None)
+    assert quick == run()
+
+
+def test_a_long_paragraph_or_code_block_is_not_parsed_again_per_token(monkeypatch):
+    parses = []
+    real = blocks._parse
+    monkeypatch.setattr(blocks, "_parse", lambda src: parses.append(len(src)) or real(src))
+    words = [" word{}".format(n % 50) for n in range(3000)]
+    for start, end in (("Intro.\n\nA", "."), ("```python\nx = [", "]\n```")):
+        parses.clear()
+        author = AuthorBody(1)
+        text = start
+        author.advance(text)
+        for word in words:
+            text += word
+            author.advance(text)
+        assert len(parses) <= 3, "one parse per token would make a long block quadratic"
+        text += end
+        author.advance(text, final=True)
+        assert author.shows(text)
+
+
+def test_paragraphs_are_parsed_about_once_each(monkeypatch):
+    """A blank line ends a paragraph for good: the next one is parsed without
+    it, for the author's tokens and for observers' sentences alike."""
+    parsed = []
+    real = blocks._parse
+    monkeypatch.setattr(blocks, "_parse", lambda src: parsed.append(len(src)) or real(src))
+    paragraphs = [" ".join("word{}".format(n) for n in range(k, k + 40)) + "." for k in range(30)]
+    text = "\n\n".join(paragraphs) + "\n\n"
+    tokens = re.findall(r"\S+|\s+", text)
+
+    author, so_far = AuthorBody(1), ""
+    for token in tokens:
+        so_far += token
+        author.advance(so_far)
+    assert sum(parsed) < 1.5 * len(text), "each paragraph parsed about once"
+
+    parsed.clear()
+    before, so_far = blocks.blocks_of(""), ""
+    for sentence in re.split(r"(?<=\.\n\n)", text):
+        fragment, before = grow_fragment(1, before, so_far, so_far + sentence)
+        so_far += sentence
+    assert sum(parsed) < 1.5 * len(text)
+    assert "".join(before.html) == str(render_markdown(text))
+
+
+@pytest.mark.parametrize("after", ["\n", "\n\n", "\n\n\n"])
+def test_text_after_a_closed_fence_starts_a_new_block(after):
+    code = "Para\n\n```python\ndef f():\n    return 1\n```" + after
+    for text in (code + "That is all.", "~~~\nx\n~~~" + after + "Done"):
+        start = text.index("That") if "That" in text else text.index("Done")
+        author = AuthorBody(2)
+        raw = author.advance(text[:start])
+        body = Body(2)
+        for n in range(start + 1, len(text) + 1):
+            raw += author.advance(text[:n])
+        apply_author_stream(body, parse_sse(raw))
+        assert body.html == str(render_markdown(text))
+        state = blocks.blocks_of(text[:start], remember=False)
+        assert blocks.grow(state, text[:start + 1]) is None
