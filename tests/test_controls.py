@@ -3,6 +3,7 @@ from datetime import timedelta
 
 import gevent
 
+from conftest import ScriptedProvider
 from conftest import csrf_from
 from hub import Hub
 from models import Chunk
@@ -190,20 +191,16 @@ def test_a_silent_model_still_shows_the_reply_is_alive(app, client):
 # -- Regenerate -------------------------------------------------------------------
 
 
-class PacedProvider:
+class PacedProvider(ScriptedProvider):
     """Scripted replies whose tokens come ``delay`` seconds apart; ``usage``
     (None: the server reports none) as a real server would send it at the end."""
 
     model = "paced"
 
     def __init__(self, delay=0.02, usage=True):
+        super().__init__()
         self.delay = delay
         self.usage = usage
-        self.replies = []
-        self.requests = []
-
-    def enqueue(self, tokens):
-        self.replies.append(list(tokens))
 
     def stream(self, messages):
         self.requests.append(messages)
