@@ -92,8 +92,13 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
                     "{:.2f} ms at p50 and {:.2f} ms at p99, for {:.2f} × the text in bytes.".format(
                         (pct(f["latency"], 50) - pct(base, 50)) * 1000, (pct(f["latency"], 99) - pct(base, 99)) * 1000,
                         f["asker_bytes"] / f["text_bytes"]))
+        app_lat = [v for s in opts.sizes for v in (row("append", s) or {}).get("asker_latency", [])]
+        base_lat = [v for vs in baseline.values() for v in vs]
+        mean = ""
+        if app_lat and base_lat:
+            mean = " (mean {:.2f} ms)".format((sum(app_lat) / len(app_lat) - sum(base_lat) / len(base_lat)) * 1000)
         notes.append(
-            "**Added latency, p50 {:.2f} ms and p99 {:.2f} ms over the direct read**: tokens come every {:g} ms, "
+            "**Added latency, p50 {:.2f} ms{} and p99 {:.2f} ms over the direct read**: tokens come every {:g} ms, "
             "closer than `STREAM_FRAME_TIME` ({} s), so they count as a burst and wait for the next one until "
             "an event carries {} bytes of text: that wait is most of it, and is what keeps the asker's bytes "
             "near 2 × (section 2's frame table).{} The rest is the way through the worker: the model's HTTP "
@@ -102,7 +107,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             "(`rendering.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
             "HTTP write, and the other work of the same single-threaded worker (commits, the fan-out to "
             "observers) that a token may wait behind.".format(
-                added50, added99, opts.token_delay * 1000, app_default("STREAM_FRAME_TIME"),
+                added50, mean, added99, opts.token_delay * 1000, app_default("STREAM_FRAME_TIME"),
                 source_constant("views.py", "FRAME_TEXT"), zero, sdk_cost(capacity)))
     for c in capacity:
         p99 = c["w_p99"] if c["w_p99"] is not None else c["p99"]

@@ -15,6 +15,7 @@ from bench.replies import script_of
 from bench.server import Server
 from bench.sqltrace import Trace
 from bench.sqltrace import string_literal_bytes
+from bench.stats import fmt
 from bench.stats import ms
 from bench.stats import pct
 from bench.wire import alnum
@@ -110,13 +111,14 @@ def run_frames(opts, fake, workdir, log):
     observers, the same tokens and pace as the bandwidth runs."""
     size = max(opts.sizes)
     rows, problems = [], []
-    for frame in opts.frames:
-        server = Server(workdir, "frame-{:g}".format(frame), fake.base_url,
+    for n, frame in enumerate(opts.frames):
+        server = Server(workdir, "frame{}-{:g}".format(n, frame), fake.base_url,
                         {"FANOUT_MODE": "append", "STREAM_FRAME_TIME": repr(float(frame))}).start()
         try:
             session = Session(server)
             warm_up(server, session, fake)
-            key = script_key("frame{:g}-{}".format(frame, size), size, opts.seed * 1000 + size, opts.token_delay)
+            key = script_key("frame{}-{:g}-{}".format(n, frame, size), size, opts.seed * 1000 + size,
+                             opts.token_delay)
             asker = Asker(session, key)
             with CpuMeter(server) as meter:
                 asker.run()
@@ -127,8 +129,8 @@ def run_frames(opts, fake, workdir, log):
             latencies = token_latencies(asker.tokens, fake.sent([key]).get(key, []), a["progress"])
             rows.append(dict(frame=frame, size=size, text_bytes=len("".join(asker.tokens).encode("utf-8")),
                              asker=a, asker_bytes=a["bytes"], latency=latencies, cpu=meter.rates()))
-            log("  STREAM_FRAME_TIME={:<6g} asker {:>7,} B in {:>5,} token events, p50 {:.2f} ms p99 {:.2f} ms".format(
-                frame, a["bytes"], a["token_events"], ms(pct(latencies, 50)), ms(pct(latencies, 99))))
+            log("  STREAM_FRAME_TIME={:<6g} asker {:>7,} B in {:>5,} token events, p50 {} ms p99 {} ms".format(
+                frame, a["bytes"], a["token_events"], fmt(ms(pct(latencies, 50)), 2), fmt(ms(pct(latencies, 99)), 2)))
         finally:
             server.stop()
             problems.extend(server.log_problems())
