@@ -141,10 +141,10 @@ def launch(p):
 class Person:
     """One browser context (its own session cookie, so its own name) and a page."""
 
-    def __init__(self, browser, server):
+    def __init__(self, browser, server, **context_options):
         self.server = server
         self.base_url = server.url
-        self.context = browser.new_context()
+        self.context = browser.new_context(**context_options)
         self.context.set_default_timeout(TIMEOUT_MS)
         self.context.add_init_script(HTMX_ORDER)
         self.context.add_init_script(RECORDER)

@@ -206,18 +206,19 @@ class LiveServer:
             return f.read()
 
 
+def fake_model_server(tmp_path, fake_llm, **env):
+    """A started server whose model is ``fake_llm`` (``server.llm``), with more settings."""
+    settings = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake_llm.base_url, "OPENAI_MODEL": "fake-model"}
+    settings.update(env)
+    server = LiveServer(tmp_path, settings).start()
+    server.llm = fake_llm
+    return server
+
+
 @pytest.fixture
 def live_server(tmp_path, fake_llm):
     """A running server whose model is the fake OpenAI-compatible server."""
-    server = LiveServer(
-        tmp_path,
-        {
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "OPENAI_MODEL": "fake-model",
-        },
-    ).start()
-    server.llm = fake_llm
+    server = fake_model_server(tmp_path, fake_llm)
     yield server
     server.stop()
 
@@ -260,13 +261,14 @@ def browser():
 
 @pytest.fixture
 def people(browser):
-    """A factory of people (``people(server)``); at teardown their contexts close."""
+    """A factory of people (``people(server, **context_options)``: viewport,
+    time zone, locale, JavaScript...); at teardown their contexts close."""
     from browsing import Person
 
     made = []
 
-    def make(server):
-        person = Person(browser, server)
+    def make(server, **context_options):
+        person = Person(browser, server, **context_options)
         made.append(person)
         return person
 

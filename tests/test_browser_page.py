@@ -13,14 +13,13 @@ import pytest
 from browsing import (
     LONG_REPLY,
     SENTENCES,
-    Person,
     assert_consistent,
     assert_no_errors,
     expected_text,
     streaming_texts,
     words_to_tokens,
 )
-from conftest import LiveServer
+from conftest import fake_model_server
 
 # -- helpers ---------------------------------------------------------------------
 
@@ -116,49 +115,23 @@ FILLER = [
 ]
 
 
-class ContextOptions:
-    """A browser whose new contexts get extra options (viewport, time zone,
-    locale, JavaScript), for ``browsing.Person``."""
-
-    def __init__(self, browser, **options):
-        self.browser = browser
-        self.options = options
-
-    def new_context(self):
-        return self.browser.new_context(**self.options)
-
-
 @pytest.fixture
-def person(browser):
-    """A factory of people with context options (``person(server, **options)``)."""
-    made = []
+def person(people):
+    """``people`` with a screen reader's view recorded (``person(server, screen_reader=True)``)."""
 
-    def make(server, screen_reader=False, **options):
-        someone = Person(ContextOptions(browser, **options), server)
+    def make(server, screen_reader=False, **context_options):
+        someone = people(server, **context_options)
         if screen_reader:
             someone.context.add_init_script(SCREEN_READER)
-        made.append(someone)
         return someone
 
-    yield make
-    for someone in made:
-        someone.close()
+    return make
 
 
 @pytest.fixture
 def roomy_server(tmp_path, fake_llm):
     """A server on the fake model that lets one person post a lot."""
-    server = LiveServer(
-        tmp_path,
-        {
-            "OPENAI_API_KEY": "test-key",
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "OPENAI_MODEL": "fake-model",
-            "POSTS_PER_MINUTE": "1000",
-            "ASKS_PER_MINUTE": "100",
-        },
-    ).start()
-    server.llm = fake_llm
+    server = fake_model_server(tmp_path, fake_llm, POSTS_PER_MINUTE="1000", ASKS_PER_MINUTE="100")
     yield server
     server.stop()
 
