@@ -20,7 +20,7 @@ from bench.stats import fmt_int
 from bench.stats import ms
 from bench.stats import pct
 from bench.stats import sustained_window
-from bench.wire import APPEND_ID_RE
+from bench.wire import append_id
 from bench.wire import parse_asker
 from bench.wire import token_pairs
 
@@ -131,9 +131,8 @@ def run_capacity(opts, fake, pool, workdir, log):
                 per_reply = {}
                 for t, data in list(o.frames):
                     frames_total += 1
-                    m = APPEND_ID_RE.match(data)
-                    if m:
-                        rid = int(m.group(1))
+                    rid = append_id(data)
+                    if rid is not None:
                         seq = per_reply[rid] = per_reply.get(rid, 0) + 1
                         c = commits.get((rid, seq))
                         if c is not None:

@@ -21,6 +21,7 @@ from bench.clients import warm_up
 from bench.replies import script_key
 from bench.stats import ms
 from bench.stats import pct
+from bench.wire import append_id
 from bench.server import Server
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -56,10 +57,8 @@ class Notifications:
 
 
 def append_times(frames, reply_id):
-    """Arrival times of the reply's appends, in order (every frame for the
-    reply that is not a whole article)."""
-    marker = "message-{}-".format(reply_id).encode()
-    return [t for t, data in frames if marker in data and not data.startswith(b"<hx-upsert")]
+    """Arrival times of the reply's appends (its chunks' fragments), in order."""
+    return [t for t, data in frames if append_id(data) == reply_id]
 
 
 def run_crossprocess(opts, fake, workdir, log):

@@ -14,9 +14,23 @@ from body_model import Body  # noqa: E402  (the same model of a reply body the t
 _ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>')
 _STATUS_RE = re.compile(r'data-status="(\w+)"')
 _BODY_RE = re.compile(r'id="message-(\d+)-body">(.*?)</div>', re.S)
-# A chunk's fragment: out-of-band swaps into a reply's body (``rendering.ops_fragment``).
-APPEND_ID_RE = re.compile(rb'\A<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body')
-_OOB_TAG_RE = re.compile(rb'</?(?:i|template)(?: hx-swap-oob="[^"]*")?>')
+# A chunk's fragment (``rendering.ops_fragment``): a piece ("+id", then per
+# operation U+001F and "depth " or "-k "), or out-of-band swaps into a reply's
+# body where it cannot be one.
+APPEND_ID_RE = re.compile(rb'\A(?:\+(\d+)\x1f|<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body)')
+# What frames a fragment's HTML: a piece's id and operation codes, or the swaps' tags.
+_OOB_TAG_RE = re.compile(rb'\A\+\d+|\x1f-?\d+ |</?(?:i|template)(?: hx-swap-oob="[^"]*")?>')
+
+
+def is_fragment(payload):
+    """True for a chunk's fragment (a piece or out-of-band swaps), as text."""
+    return payload.startswith("+") or "hx-swap-oob" in payload
+
+
+def append_id(data):
+    """The reply id a chunk's fragment (bytes) applies to, or None."""
+    m = APPEND_ID_RE.match(data)
+    return int(m.group(1) or m.group(2)) if m else None
 _TAG_RE = re.compile(r"<[^>]*>")
 
 
@@ -111,12 +125,14 @@ def parse_asker(asker):
         out["token_bytes"] += len(raw)
         out["token_events"] += 1
         plain = text_of(payload)
-        inner = _OOB_TAG_RE.sub(b"", payload.encode("utf-8")) if "hx-swap-oob" in payload else None
+        inner = _OOB_TAG_RE.sub(b"", payload.encode("utf-8")) if is_fragment(payload) else None
+        if inner is not None:
+            plain = text_of(inner.decode("utf-8"))
         out["token_escaped_bytes"] += len(payload.encode("utf-8"))
         out["token_wrapper_bytes"] += len(payload.encode("utf-8")) - len(inner) if inner is not None else 0
         out["token_text_bytes"] += len(plain.encode("utf-8"))
-        if "hx-swap-oob" in payload:  # a block drawn again: count what the body shows now
-            body.apply_oob(payload)
+        if inner is not None:  # a block drawn again: count what the body shows now
+            body.apply(payload)
             received = alnum(text_of(body.html))
         else:
             body.insert(depth, payload)
@@ -143,9 +159,9 @@ def observer_reply(frames, question_id, reply_id, t0):
     for t, data in frames:
         if t < t0:
             continue
-        m = APPEND_ID_RE.match(data)
-        if m:
-            if int(m.group(1)) == reply_id:
+        target = append_id(data)
+        if target is not None:
+            if target == reply_id:
                 inner = _OOB_TAG_RE.sub(b"", data)
                 out["append_escaped_bytes"] += len(inner)
                 out["append_text_bytes"] += len(text_of(inner.decode("utf-8")).encode("utf-8"))

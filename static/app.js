@@ -71,6 +71,49 @@
     stream.ctx.target = stream.body + " > :last-child".repeat(depth);
   });
 
+  // A piece grows a reply's body by the blocks it changes (rendering.piece):
+  // "+<id>", then per operation a U+001F and "<depth> <html>" (add the HTML at
+  // the end of the last element <depth> levels below the body) or "-<k> "
+  // (remove the body's blocks from the k-th on). Observers get one per
+  // committed sentence, so its framing is a few bytes where an out-of-band
+  // swap names its target in fifty. The HTML is the server's sanitized
+  // Markdown, parsed in the context of the element it goes into (table rows
+  // into a table body), as htmx would.
+  function isPiece(data) {
+    return typeof data === "string" && data.charAt(0) === "+";
+  }
+  function applyPiece(data) {
+    var ops = data.split("\x1f");
+    if (!/^\+[0-9]{1,18}$/.test(ops[0])) return;
+    var body = document.getElementById("message-" + ops[0].slice(1) + "-body");
+    if (!body) return;
+    for (var i = 1; i < ops.length; i++) {
+      var space = ops[i].indexOf(" ");
+      var code = ops[i].slice(0, space);
+      var html = ops[i].slice(space + 1);
+      if (code.charAt(0) === "-") {
+        var keep = parseInt(code.slice(1), 10);
+        while (body.children.length > keep) body.lastElementChild.remove();
+        continue;
+      }
+      var target = body;
+      for (var depth = parseInt(code, 10); depth > 0 && target.lastElementChild; depth--) {
+        target = target.lastElementChild;
+      }
+      if (html) target.insertAdjacentHTML("beforeend", html);
+    }
+  }
+  document.addEventListener("htmx:ws:before:message:incoming", function (e) {
+    if (!isPiece(e.detail.message.data)) return;
+    applyPiece(e.detail.message.data);
+    e.detail.cancelled = true;  // applied: hx-ws must not swap it as HTML
+  });
+  document.addEventListener("htmx:sse:before:message", function (e) {
+    if (e.detail.message.event || !isPiece(e.detail.message.data)) return;
+    applyPiece(e.detail.message.data);
+    e.detail.cancelled = true;
+  });
+
   // The author's stream ended: if its reply is still streaming, the stream
   // broke (network, proxy) while the page stays open, so follow it like any
   // observer until it completes.

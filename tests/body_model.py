@@ -1,6 +1,7 @@
 """A model of a reply body in a page, for tests without a browser: it applies
-the out-of-band swaps of ``rendering.ops_fragment`` and the author's stream
-events the way htmx does, on the body's HTML as a string."""
+the pieces and out-of-band swaps of ``rendering.ops_fragment`` and the
+author's stream events the way static/app.js and htmx do, on the body's HTML
+as a string."""
 import re
 
 OOB_RE = re.compile(r'<(i|template) hx-swap-oob="(\w+):([^"]*)">(.*?)</\1>', re.S)
@@ -51,6 +52,28 @@ class Body:
         at = [c for c in closings if c >= run_start][-depth]
         self.html = self.html[:at] + content + self.html[at:]
 
+    def apply(self, fragment):
+        """Apply a chunk's fragment: a piece, or out-of-band swaps."""
+        if fragment.startswith("+"):
+            self.apply_piece(fragment)
+        else:
+            self.apply_oob(fragment)
+
+    def apply_piece(self, piece):
+        """Apply a piece ("+id", then per operation U+001F and "depth html" or "-k ")."""
+        head, *ops = piece.split("\x1f")
+        assert "#message-{}-body".format(head[1:]) == self.selector, head
+        assert ops, "a piece with no operation"
+        for op in ops:
+            code, space, content = op.partition(" ")
+            assert space, "an operation without its space: {!r}".format(op)
+            if code.startswith("-"):
+                assert content == "", op
+                for start, end in reversed(elements(self.html)[int(code[1:]):]):
+                    self.html = self.html[:start] + self.html[end:]
+            else:
+                self.insert(int(code), content)
+
     def apply_oob(self, fragment):
         """Apply every out-of-band swap of a fragment; the rest must be empty."""
         rest = OOB_RE.sub("", fragment)
@@ -79,11 +102,13 @@ def apply_author_stream(body, events):
             depth = int(data)
         elif "<hx-upsert" in data:
             articles.append(data)
-        elif "hx-swap-oob" in data:
-            body.apply_oob(data)
+        elif data.startswith("+") or "hx-swap-oob" in data:
+            body.apply(data)
         else:
             assert data.strip(), "a whitespace-only swap would be dropped"
             assert depth is not None, "a plain event before any reply-at"
+            if data.startswith("&#43;"):  # a "+" the page reads as text, not as a piece
+                data = "+" + data[5:]
             body.insert(depth, data)
     return articles
 
@@ -94,12 +119,12 @@ def parse_sse(raw):
     for block in raw.split("\n\n"):
         name, lines = "", []
         for line in block.split("\n"):
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                lines.append(line[6:])
-            elif line == "data:":
-                lines.append("")
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                lines.append(value)
         if lines or name:
             events.append((name, "\n".join(lines)))
     return events

@@ -90,7 +90,7 @@ def test_observer_fragments_draw_every_prefix_and_end_equal_to_a_fresh_render(na
         for chunk in cut:
             fragment = chunk_fragment(7, before, chunk)
             assert fragment.strip()
-            body.apply_oob(str(fragment))
+            body.apply(str(fragment))
             before += chunk
             assert body.html == str(render_markdown(before)), (cut, before)
         assert body.html == str(render_markdown(text))
@@ -137,15 +137,12 @@ def test_fragments_are_pure_functions_of_the_stored_text():
 def test_a_list_split_across_chunks_grows_in_place():
     fragment = str(chunk_fragment(5, "- one\n- tw", "o\n- three"))
     # The second item gets its end, then a third item joins the list: no re-send.
-    assert fragment == (
-        '<i hx-swap-oob="append:#message-5-body >:last-child>:last-child">o</i>'
-        '<i hx-swap-oob="append:#message-5-body >:last-child"><li>three</li>\n</i>'
-    )
+    assert fragment == "+5\x1f2 o\x1f1 <li>three</li>\n"
 
 
 def test_a_paragraph_grows_by_its_new_text_only():
     fragment = str(chunk_fragment(5, "Hello there. ", "How are you? "))
-    assert fragment == '<i hx-swap-oob="append:#message-5-body >:last-child"> How are you?</i>'
+    assert fragment == "+5\x1f1  How are you?"
 
 
 def test_finished_blocks_are_sent_once():
@@ -175,7 +172,7 @@ def test_an_unterminated_fence_renders_as_code_then_highlighted_when_closed():
     assert '<span class="k">def</span>' in closed and closed.startswith('<pre><code class="language-python">')
     # An open code block grows line by line in place.
     fragment = str(chunk_fragment(4, "```python\ndef f():\n", "    return 1\n"))
-    assert fragment == '<i hx-swap-oob="append:#message-4-body >:last-child>:last-child">    return 1\n</i>'
+    assert fragment == "+4\x1f2     return 1\n"
 
 
 def test_unknown_languages_and_huge_code_are_plain():
@@ -191,7 +188,7 @@ def test_no_raw_html_or_unsafe_link_reaches_any_fragment():
         for chunk in text:
             fragment = str(chunk_fragment(1, before, chunk))
             before += chunk
-            bare = re.sub(r'</?(i|template)( hx-swap-oob="[^"]*")?>', "", fragment)
+            bare = re.sub(r'</?(i|template)( hx-swap-oob="[^"]*")?>|\A\+\d+|\x1f-?\d+ ', "", fragment)
             assert not re.search(r"<(script|img|iframe|div)\b", bare), fragment
             assert "onerror=" not in bare.replace("onerror=&quot;", "") or "&lt;img" in bare
             for href in re.findall(r'href="([^"]*)"', bare):

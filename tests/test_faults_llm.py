@@ -262,7 +262,7 @@ def test_stream_cut_keeps_text_so_far(live_server, ws_open):
     body = Body(reply_id)
     for append in map(parse_append, observer.frames[skip:]):
         if append:
-            body.apply_oob(append[1])
+            body.apply(append[1])
     assert body.html == drawn(kept)
 
 
@@ -354,7 +354,7 @@ def test_stop_then_retry(live_server, ws_open):
         append = parse_append(data)
         if append:
             if append[0] == reply_id and shown is not None:
-                shown.apply_oob(data)
+                shown.apply(data)
             continue
         for article in parse_upsert(data):
             if article["id"] == reply_id:
@@ -386,10 +386,10 @@ def test_keepalive_comments_before_first_token(make_server):
             line = raw.decode("utf-8").rstrip("\r\n")
             if line == ": keep-alive":
                 keepalives.append((time.monotonic() - started, len(events)))
-            elif line.startswith("data: "):
-                data.append(line[len("data: "):])
-            elif line.startswith("event: "):
-                name = line[len("event: "):]
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif line.startswith("event:"):
+                name = line[6:].lstrip(" ")
             elif line == "" and data:
                 events.append("\n".join(data))
                 names.append(name)

@@ -98,7 +98,7 @@ def page_body(frames, message_id):
         if append:
             if append[0] == message_id:
                 assert status == "streaming", ("a chunk for a message not shown streaming", data[:200])
-                body.apply_oob(append[1])
+                body.apply(append[1])
             continue
         for article in parse_upsert(data):
             if article["id"] != message_id:
@@ -717,7 +717,7 @@ def page_model(frames, watch, drawn):
             message_id, fragment = append
             page = shown.get(message_id, {})
             assert page.get("status") == "streaming", ("append to a settled article", data)
-            page["body"].apply_oob(fragment)
+            page["body"].apply(fragment)
             updated = [message_id]
         else:
             updated = []

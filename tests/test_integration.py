@@ -34,8 +34,9 @@ ATTR_RE = re.compile(r'\s([\w-]+)="([^"]*)"')
 BODY_RE = re.compile(
     r'<div class="message-body (plain|markdown)" id="message-(\d+)-body"( hx-preserve)?>(.*?)</div>', re.S
 )
-# A chunk's fragment: out-of-band swaps on one reply body (rendering.chunk_fragment).
-APPEND_RE = re.compile(r'\A<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body[^"]*">', re.S)
+# A chunk's fragment (rendering.chunk_fragment): a piece for one reply body
+# ("+id" and its operations), or out-of-band swaps on it where it cannot be one.
+APPEND_RE = re.compile(r'\A(?:\+(\d+)\x1f|<(?:i|template) hx-swap-oob="\w+:#message-(\d+)-body[^"]*">)', re.S)
 
 # Four sentences, a blank line, markup and quotes that must be escaped, a
 # Markdown emphasis for the final render; ends on visible text.
@@ -165,7 +166,7 @@ def parse_upsert(data):
 def parse_append(data):
     """(message id, fragment) of a chunk's out-of-band swaps, or None."""
     match = APPEND_RE.match(data)
-    return (int(match.group(1)), data) if match else None
+    return (int(match.group(1) or match.group(2)), data) if match else None
 
 
 def fragments_for(reply_id, chunks):
@@ -519,7 +520,7 @@ def test_observer_gets_one_append_per_chunk(live_server, sockets):
     body = Body(reply_id)
     for a in appends:
         assert "<b>" not in a[1], "model markup travels escaped"
-        body.apply_oob(a[1])
+        body.apply(a[1])
     assert body.html == str(render_markdown(REPLY))  # nothing is held back
     final = parse_upsert(frames[-1])
     assert [(a["id"], a["status"], a["keeps_body"]) for a in final] == [(reply_id, "complete", True)]
@@ -683,7 +684,7 @@ def test_author_disconnect_mid_reply_still_completes(live_server, sockets):
     others, appends, finals = split_observer_frames(own_frames[1:], reply_id)
     assert others == []
     for fragment in appends:
-        body.apply_oob(fragment)
+        body.apply(fragment)
     assert body.html == str(render_markdown(reply_text))
     assert len(finals) == 1
     assert time.monotonic() - t_closed < 5
@@ -735,7 +736,7 @@ def test_observer_reconnect_converges(live_server, sockets):
     assert appends == fragments_for(reply_id, expected)[k:], "only new chunks, none twice"
     body = Body(reply_id, snap_html)
     for fragment in appends:
-        body.apply_oob(fragment)
+        body.apply(fragment)
     assert body.html == str(render_markdown(reply_text))
     assert len(finals) == 1 and finals[0][0]["keeps_body"]
 

@@ -143,7 +143,7 @@ def test_a_real_model_streams_to_the_asker_and_completes_for_observers(tmp_path,
         assert appended and all(message_id == reply_id for message_id, _ in appended)
         body = Body(reply_id)
         for _, fragment in appended:
-            body.apply_oob(fragment)
+            body.apply(fragment)
         seen_reply = [a for a in parse_upsert(seen) if a["id"] == reply_id][0]
         shown = body.html if seen_reply["keeps_body"] else seen_reply["body_html"]
         assert shown == expected

@@ -1,7 +1,12 @@
 """Markdown is sanitized, user text is escaped, fragments are lean."""
 from markupsafe import Markup
 
+from body_model import Body
+from body_model import apply_author_stream
+from body_model import parse_sse
+from rendering import AuthorBody
 from rendering import append_fragment
+from rendering import ops_fragment
 from rendering import render_markdown
 from rendering import sse_event
 from rendering import sse_text
@@ -43,9 +48,40 @@ def test_append_fragment_escapes_and_targets_the_body():
 
 
 def test_sse_events_split_lines_and_escape_tokens():
-    assert sse_event("a\nb") == "data: a\ndata: b\n\n"
-    assert sse_event("x\r\ny", event="done") == "event: done\ndata: x\ndata: y\n\n"
+    assert sse_event("a\nb") == "data:a\ndata:b\n\n"
+    assert sse_event("x\r\ny", event="done") == "event:done\ndata:x\ndata:y\n\n"
+    # A parser drops one space after the colon: a line that starts with one keeps it.
     assert sse_text(" <i>") == "data:  &lt;i&gt;\n\n"
+    assert sse_event(" a\n b\n") == "data:  a\ndata:  b\ndata:\n\n"
+    events = parse_sse(sse_event(" a\nb\n  c") + sse_event("x", event="e"))
+    assert events == [("", " a\nb\n  c"), ("e", "x")]
+
+
+def test_a_piece_names_the_reply_and_each_operation_in_a_few_bytes():
+    ops = [("extend", 2, " more"), ("append", "<p>Next</p>"), ("drop", 3)]
+    assert ops_fragment(12, ops) == "+12\x1f2  more\x1f0 <p>Next</p>\x1f-3 "
+    # Nothing to change still makes a frame: every committed chunk has its event.
+    assert ops_fragment(12, []) == "+12\x1f0 "
+
+
+def test_html_holding_the_separator_goes_as_out_of_band_swaps():
+    fragment = ops_fragment(12, [("extend", 1, "a\x1fb")])
+    assert fragment == '<i hx-swap-oob="append:#message-12-body >:last-child">a\x1fb</i>'
+    body = Body(12, "<p>x</p>")
+    body.apply(str(fragment))
+    assert body.html == "<p>xa\x1fb</p>"
+
+
+def test_author_text_that_starts_with_a_plus_is_not_taken_for_a_piece():
+    author = AuthorBody(3)
+    raw = author.advance("Use C")
+    raw += author.advance("Use C++")
+    raw += author.advance("Use C++ and")
+    events = parse_sse(raw)
+    assert [data for name, data in events if name != "reply-at"][1:] == ["&#43;+", " and"]
+    body = Body(3)
+    apply_author_stream(body, events)
+    assert body.html == "<p>Use C++ and</p>"
 
 
 def test_upsert_wraps_articles_and_escapes_plain_text():

@@ -97,7 +97,7 @@ def replay(frames, reply_id):
         append = parse_append(data)
         if append:
             if append[0] == reply_id and body is not None:
-                body.apply_oob(data)
+                body.apply(data)
             continue
         for article in parse_upsert(data):
             if article["id"] == reply_id:

@@ -67,7 +67,7 @@ def observer_drawing(appends, reply_id):
     """The body an observer's page draws from a reply's append events."""
     body = Body(reply_id)
     for event in appends:
-        body.apply_oob(str(event.html))
+        body.apply(str(event.html))
     return body.html
 
 

@@ -54,9 +54,10 @@ def run(script, frame):
 
 
 def plain(events):
-    """The text each event adds (reply-at events left out, tags dropped)."""
-    return [re.sub(r"<[^>]*>", "", data) for _, chunk in events for name, data in parse_sse(chunk)
-            if name != "reply-at"]
+    """The text each event adds (reply-at events left out, tags and a piece's
+    framing dropped)."""
+    return [re.sub(r"<[^>]*>|\A\+\d+|\x1f-?\d+ ", "", data) for _, chunk in events
+            for name, data in parse_sse(chunk) if name != "reply-at"]
 
 
 def test_tokens_after_a_pause_go_at_once():

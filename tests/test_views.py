@@ -47,7 +47,11 @@ def sse_events(response):
     """The data of each event of an event-stream response body."""
     events = []
     for block in response.get_data(as_text=True).split("\n\n"):
-        lines = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        lines = []
+        for line in block.split("\n"):
+            field, _, value = line.partition(":")
+            if field == "data":
+                lines.append(value[1:] if value.startswith(" ") else value)
         if lines:
             events.append("\n".join(lines))
     return events
