@@ -53,6 +53,7 @@ ENV_SETTINGS = {
     "CHUNK_TIME_CAP": float,
     "SSE_KEEPALIVE": float,
     "STREAM_FRAME_TIME": float,
+    "STREAM_FRAME_TEXT": int,
     "POSTS_PER_MINUTE": int,
     "ASKS_PER_MINUTE": int,
     "REPLIES_PER_SESSION": int,
@@ -122,6 +123,7 @@ def create_app(test_config=None):
         CHUNK_TIME_CAP=1.0,
         SSE_KEEPALIVE=15.0,
         STREAM_FRAME_TIME=0.016,
+        STREAM_FRAME_TEXT=8,  # bytes of text an event held for a burst waits for
         POSTS_PER_MINUTE=20,
         ASKS_PER_MINUTE=6,
         REPLIES_PER_SESSION=1,

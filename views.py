@@ -286,7 +286,13 @@ def post_message():
     queue = generation.listen()
     first = upsert(user_html, reply_html)
     body = stream_reply(
-        first, state["generator"], generation, queue, config["SSE_KEEPALIVE"], config["STREAM_FRAME_TIME"]
+        first,
+        state["generator"],
+        generation,
+        queue,
+        config["SSE_KEEPALIVE"],
+        config["STREAM_FRAME_TIME"],
+        config["STREAM_FRAME_TEXT"],
     )
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -477,18 +483,14 @@ def composer_error(text, status):
     return response
 
 
-# Text an event held for a burst carries before it goes: as many bytes as the
-# event's own framing ("data: " and a blank line), so framing is at most half.
-FRAME_TEXT = 8
-
-
-def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
+def stream_reply(first, generator, generation, queue, keepalive, frame=0.0, frame_text=8):
     """The author's event stream: the two new articles at once, then the reply
     drawn as it grows, then the final article.
 
     A token after a pause (none in the ``frame`` seconds before it) goes at
     once. In a burst, a token waits up to ``frame`` for more, so that one event
-    carries ``FRAME_TEXT`` bytes of text or more; tokens already queued always
+    carries ``frame_text`` bytes of text or more (each event costs about 8
+    bytes of framing, "data:" and a blank line); tokens already queued always
     go together. When the page already shows the final body, the last event
     leaves it in place and only changes the article around it.
 
@@ -533,7 +535,7 @@ def stream_reply(first, generator, generation, queue, keepalive, frame=0.0):
             text += item[1]
             size = len(item[1])
             while True:  # what already arrived, or arrives while the burst is held
-                wait = deadline - time.monotonic() if size < FRAME_TEXT else 0
+                wait = deadline - time.monotonic() if size < frame_text else 0
                 try:
                     nxt = queue.get(timeout=wait) if wait > 0 else queue.get_nowait()
                 except Empty:

@@ -3,7 +3,6 @@ the cause is."""
 import os
 
 from bench.server import app_default
-from bench.server import source_constant
 from bench.stats import pct
 from bench.stats import fmt_int
 from bench.targets import TARGET_ADDED_P50_MS
@@ -44,17 +43,16 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             room = TARGET_OBSERVER_RATIO * text - fixed
             notes.append(
                 "**Observer bytes, {:.2f} × text (target {:g} ×)**: the reply text itself is 1.00 ×; its {} "
-                "appends, one per committed chunk ({:.0f} B of text on average: one sentence), are each an "
-                "out-of-band swap (`<i hx-swap-oob=\"append:#message-N-body >:last-child\">…</i>`), "
-                "{:.1f} B a chunk on average, {:.2f} × in all; block tags and entities in the appends add "
+                "appends, one per committed chunk ({:.0f} B of text on average: one sentence), are each a "
+                "piece (`+N`, then `U+001F`, a depth and a space per operation; out-of-band swaps where a "
+                "piece cannot carry the HTML), {:.1f} B a chunk on average, {:.2f} × in all; block tags and "
+                "entities in the appends add "
                 "{:.2f} ×; the final article (a status flip around the body the page has) {:.2f} ×; the "
                 "question's and the empty reply's articles {:.2f} ×. {}".format(
                     ratio, TARGET_OBSERVER_RATIO, appends, o["append_text_bytes"] / appends if appends else 0,
                     wrapper / appends if appends else 0, wrapper / text, markup / text, o["final_bytes"] / text,
                     o["article_bytes"] / text,
-                    "For {:g} × the wrappers would have to fit in {:.0f} B a chunk: less than an htmx "
-                    "out-of-band swap naming its target takes, so it needs fewer appends (chunks of several "
-                    "sentences) or a frame format of the page's own instead of htmx's.".format(
+                    "For {:g} × the framing would have to fit in {:.0f} B a chunk.".format(
                         TARGET_OBSERVER_RATIO, room / appends) if appends and room > 0 else
                     "Without any wrapper the rest is already over {:g} × at this length.".format(
                         TARGET_OBSERVER_RATIO)))
@@ -66,12 +64,13 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             markup = a["token_escaped_bytes"] - a["token_text_bytes"] - wrappers
             notes.append(
                 "**Asker bytes, {:.2f} × text (target {:g} ×)**: the text is 1.00 ×; it went out in {:,} events "
-                "for {:,} tokens ({:.2f} tokens per event), and each event's `data: ` and blank line (and the "
+                "for {:,} tokens ({:.2f} tokens per event), and each event's `data:` and blank line (and the "
                 "few `reply-at` events) add {:.2f} × ({:.1f} B per event against {:.1f} B of text per token); "
-                "the out-of-band swaps that start each new paragraph {:.2f} ×, tags and entities {:.2f} ×; "
+                "the pieces' framing where a block starts {:.2f} ×, tags and entities {:.2f} ×; "
                 "the final article (a status flip) {:.2f} ×; the first event (the question's and the empty "
                 "reply's articles) {:.2f} ×. Fewer bytes means more tokens per event, so holding tokens "
-                "longer: see the table of `STREAM_FRAME_TIME` values in section 2.".format(
+                "longer: see the table of `STREAM_FRAME_TIME` and `STREAM_FRAME_TEXT` values in section "
+                "2.".format(
                     ask, TARGET_ASKER_RATIO, a["token_events"], big,
                     big / a["token_events"] if a["token_events"] else 0, framing / text,
                     framing / a["token_events"] if a["token_events"] else 0, text / big, wrappers / text,
@@ -101,14 +100,17 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             "**Added latency, p50 {:.2f} ms{} and p99 {:.2f} ms over the direct read**: tokens come every {:g} ms, "
             "closer than `STREAM_FRAME_TIME` ({} s), so they count as a burst and wait for the next one until "
             "an event carries {} bytes of text: that wait is most of it, and is what keeps the asker's bytes "
-            "near 2 × (section 2's frame table).{} The rest is the way through the worker: the model's HTTP "
+            "within 2 × (section 2's frame table). At an even pace the two targets exclude each other: a p99 "
+            "within 5 ms lets hardly any token wait for the next one, {:g} ms later, and an event per token "
+            "costs its framing on every {:.1f} B of text.{} The rest is the way through the worker: the model's HTTP "
             "stream read by the `openai` SDK's client and `providers.sse_chunks`{}, a gevent queue to the "
             "reply's greenlet and one to the request's, the drawing of the asker's page "
             "(`rendering.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
             "HTTP write, and the other work of the same single-threaded worker (commits, the fan-out to "
             "observers) that a token may wait behind.".format(
                 added50, mean, added99, opts.token_delay * 1000, app_default("STREAM_FRAME_TIME"),
-                source_constant("views.py", "FRAME_TEXT"), zero, sdk_cost(capacity)))
+                app_default("STREAM_FRAME_TEXT"), opts.token_delay * 1000,
+                (r["text_bytes"] / big) if r else 0, zero, sdk_cost(capacity)))
     for c in capacity:
         p99 = c["w_p99"] if c["w_p99"] is not None else c["p99"]
         if c["n"] != TARGET_CAPACITY_LEVEL or p99 is None or p99 <= TARGET_CAPACITY_P99_MS:

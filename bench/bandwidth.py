@@ -107,13 +107,16 @@ def run_mode(mode, opts, fake, workdir, log):
 
 def run_frames(opts, fake, workdir, log):
     """The author stream's bytes against its latency, one server per
-    ``STREAM_FRAME_TIME`` in ``opts.frames``: the biggest reply once each, no
-    observers, the same tokens and pace as the bandwidth runs."""
+    (``STREAM_FRAME_TIME``, ``STREAM_FRAME_TEXT`` or None for the app's default)
+    in ``opts.frames``: the biggest reply once each, no observers, the same
+    tokens and pace as the bandwidth runs."""
     size = max(opts.sizes)
     rows, problems = [], []
-    for n, frame in enumerate(opts.frames):
-        server = Server(workdir, "frame{}-{:g}".format(n, frame), fake.base_url,
-                        {"FANOUT_MODE": "append", "STREAM_FRAME_TIME": repr(float(frame))}).start()
+    for n, (frame, text) in enumerate(opts.frames):
+        env = {"FANOUT_MODE": "append", "STREAM_FRAME_TIME": repr(float(frame))}
+        if text is not None:
+            env["STREAM_FRAME_TEXT"] = str(text)
+        server = Server(workdir, "frame{}-{:g}".format(n, frame), fake.base_url, env).start()
         try:
             session = Session(server)
             warm_up(server, session, fake)
@@ -127,10 +130,10 @@ def run_frames(opts, fake, workdir, log):
                     frame, asker.status, asker.error))
             a = parse_asker(asker)
             latencies = token_latencies(asker.tokens, fake.sent([key]).get(key, []), a["progress"])
-            rows.append(dict(frame=frame, size=size, text_bytes=len("".join(asker.tokens).encode("utf-8")),
+            rows.append(dict(frame=frame, frame_text=text, size=size, text_bytes=len("".join(asker.tokens).encode("utf-8")),
                              asker=a, asker_bytes=a["bytes"], latency=latencies, cpu=meter.rates()))
-            log("  STREAM_FRAME_TIME={:<6g} asker {:>7,} B in {:>5,} token events, p50 {} ms p99 {} ms".format(
-                frame, a["bytes"], a["token_events"], fmt(ms(pct(latencies, 50)), 2), fmt(ms(pct(latencies, 99)), 2)))
+            log("  STREAM_FRAME_TIME={:<6g} TEXT={:<4} asker {:>7,} B in {:>5,} token events, p50 {} ms p99 {} ms".format(
+                frame, "-" if text is None else text, a["bytes"], a["token_events"], fmt(ms(pct(latencies, 50)), 2), fmt(ms(pct(latencies, 99)), 2)))
         finally:
             server.stop()
             problems.extend(server.log_problems())

@@ -58,11 +58,12 @@ from bench.plots import make_plots
 from bench.report import write_report
 from bench.targets import MODES
 
-FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10, frames=(0, 0.008, 0.016, 0.032),
+FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10,
+            frames=((0, None), (0.008, None), (0.016, None), (0.016, 12), (0.016, 16), (0.032, None)),
             levels=(10, 50, 100, 200),
             cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
             client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
-QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=(0,), levels=(10,),
+QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=((0, None),), levels=(10,),
              cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50,
              client_procs=2, xp_replies=2, xp_tokens=200, xp_observers=2)
 
@@ -75,6 +76,12 @@ def raise_nofile():
         except (ValueError, OSError):
             pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def parse_frame(spec):
+    """"0.016" or "0.016:12" as (STREAM_FRAME_TIME, STREAM_FRAME_TEXT or None)."""
+    time_part, _, text_part = spec.strip().partition(":")
+    return float(time_part), int(text_part) if text_part else None
 
 
 def parse_args(argv):
@@ -90,8 +97,9 @@ def parse_args(argv):
     parser.add_argument("--token-delay", type=float, help="seconds between tokens in the bandwidth and "
                         "latency runs (default 0.01)")
     parser.add_argument("--observers", type=int, help="observer sockets in the bandwidth runs (default 10)")
-    parser.add_argument("--frames", help="STREAM_FRAME_TIME values for the author stream's bytes against "
-                        "latency, comma-separated seconds (default 0,0.008,0.016,0.032)")
+    parser.add_argument("--frames", help="author stream settings for its bytes against latency, comma-separated: "
+                        "STREAM_FRAME_TIME seconds, each optionally with :STREAM_FRAME_TEXT bytes (the app's "
+                        "default otherwise) (default 0,0.008,0.016,0.016:12,0.016:16,0.032)")
     parser.add_argument("--levels", help="concurrent replies per capacity level (default 10,50,100,200)")
     parser.add_argument("--cap-tokens", type=int, help="tokens per reply in the capacity runs (default 300)")
     parser.add_argument("--cap-token-delay", type=float,
@@ -119,7 +127,7 @@ def parse_args(argv):
     if isinstance(args.sizes, str):
         args.sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
     if isinstance(args.frames, str):
-        args.frames = tuple(float(s) for s in args.frames.split(",") if s.strip())
+        args.frames = tuple(parse_frame(s) for s in args.frames.split(",") if s.strip())
     if isinstance(args.levels, str):
         args.levels = tuple(int(s) for s in args.levels.split(",") if s.strip())
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())

@@ -25,16 +25,6 @@ def app_default(name):
         return "?"
 
 
-def source_constant(module, name):
-    """A module-level ``NAME = value`` of one of the app's modules, as text."""
-    try:
-        with open(os.path.join(ROOT, module)) as f:
-            found = re.search(r"^{} = (.+)$".format(re.escape(name)), f.read(), re.M)
-        return found.group(1).strip() if found else "?"
-    except OSError:
-        return "?"
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

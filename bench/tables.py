@@ -1,7 +1,6 @@
 """The report's four measured sections: bandwidth, latency, capacity and idle
 sockets, each a table with the prose that says how it was measured."""
 from bench.server import app_default
-from bench.server import source_constant
 from bench.stats import fmt
 from bench.stats import fmt_int
 from bench.stats import ms
@@ -110,30 +109,35 @@ def latency(add, opts, baseline, row, plots):
 
 
 def frames(add, opts, frames, baseline):
-    """The author stream's bytes against its added latency, per STREAM_FRAME_TIME."""
+    """The author stream's bytes against its added latency, per STREAM_FRAME_TIME and STREAM_FRAME_TEXT."""
     if not frames:
         return
     size = frames[0]["size"]
     base = baseline.get(size) or []
     add("### Bytes against latency: the author stream's frame")
     add("")
-    add("The same {:,}-token reply at {:g} ms per token, once per `STREAM_FRAME_TIME` (a fresh server each, "
-        "no observers). A token after a pause goes at once; in a burst an event waits up to the frame for "
-        "{} bytes of text (`views.FRAME_TEXT`). Each event costs 8 bytes of framing (`data: ` and a blank "
-        "line) on about 5 bytes of text per token, so bytes fall only as events carry more tokens, which "
-        "means holding them: the two targets cannot both hold at this rate. *Added* is over the direct "
+    add("The same {:,}-token reply at {:g} ms per token, once per setting (a fresh server each, no "
+        "observers). A token after a pause goes at once; in a burst an event waits up to `STREAM_FRAME_TIME` "
+        "until it carries `STREAM_FRAME_TEXT` bytes of text (default {}). Each event costs about 8 bytes of "
+        "framing (`data:` and a blank line) on about 5 bytes of text per token, so bytes fall only as events "
+        "carry more tokens, which means holding them: at this even pace the two targets cannot both hold "
+        "(a p99 within 5 ms allows almost no token to wait for the next, 10 ms later, and one token per "
+        "event is already 1 + 8 ÷ 4.9 = 2.6 × the text). *Added* is over the direct "
         "read of the same tokens (section 2). A held token waits about one token gap (or two), the one "
         "that completes an event not at all, so the median lands on one side or the other depending on "
         "which share of tokens is held, while the mean moves smoothly.".format(
             size, opts.token_delay * 1000, _frame_text()))
     add("")
-    add("| `STREAM_FRAME_TIME` s | Asker ÷ text | Token events | Tokens per event | p50 ms | mean ms | p99 ms "
-        "| Added p50 ms | Added p99 ms |")
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("| `STREAM_FRAME_TIME` s | `STREAM_FRAME_TEXT` B | Asker ÷ text | Token events | Tokens per event "
+        "| p50 ms | mean ms | p99 ms | Added p50 ms | Added p99 ms |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     for f in frames:
         lat, a = f["latency"], f["asker"]
-        add("| {:g}{} | {:.2f} | {:,} | {:.2f} | {} | {} | {} | {} | {} |".format(
-            f["frame"], " (default)" if abs(f["frame"] - _default_frame()) < 1e-9 else "",
+        text = f.get("frame_text")
+        default = abs(f["frame"] - _default_frame()) < 1e-9 and (text is None or str(text) == _frame_text())
+        add("| {:g}{} | {} | {:.2f} | {:,} | {:.2f} | {} | {} | {} | {} | {} |".format(
+            f["frame"], " (default)" if default else "",
+            ("–" if f["frame"] == 0 else _frame_text()) if text is None else text,
             f["asker_bytes"] / f["text_bytes"], a["token_events"], size / max(a["token_events"], 1),
             fmt(ms(pct(lat, 50)), 2), fmt(ms(sum(lat) / len(lat)) if lat else None, 2), fmt(ms(pct(lat, 99)), 2),
             fmt(ms(pct(lat, 50) - pct(base, 50)), 2) if base and lat else "–",
@@ -149,7 +153,7 @@ def _default_frame():
 
 
 def _frame_text():
-    return source_constant("views.py", "FRAME_TEXT")
+    return app_default("STREAM_FRAME_TEXT")
 
 
 def capacity(add, opts, capacity, plots):

@@ -89,4 +89,4 @@ def test_quick_bench_measures_the_author_streams_frame(quick_run):
     rows = [line for line in section.splitlines() if line.startswith("| 0")]
     assert rows, "no STREAM_FRAME_TIME row"
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert number(cells[1]) > 1 and number(cells[2]) > 0, cells  # asker ÷ text, token events
+    assert number(cells[2]) > 1 and number(cells[3]) > 0, cells  # asker ÷ text, token events

@@ -111,7 +111,8 @@ def notice(article_html):
 def tokens_text(events):
     """The reply body an author's stream draws (its events between the first
     and the last), as HTML: compare with ``drawn(text)``."""
-    ids = re.findall(r"#message-(\d+)-body", "".join(e["data"] for e in events))
+    ids = [m.group(1) or m.group(2) for e in events
+           for m in re.finditer(r"#message-(\d+)-body|\A\+(\d+)\x1f", e["data"])]
     body = Body(int(ids[0]) if ids else 0)
     apply_author_stream(body, [(e["event"] or "", e["data"]) for e in events])
     return body.html

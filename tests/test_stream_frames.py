@@ -11,7 +11,6 @@ from body_model import parse_sse
 from gevent.queue import Queue
 
 from rendering import render_markdown
-from views import FRAME_TEXT
 from views import stream_reply
 
 
@@ -23,6 +22,9 @@ class Generation:
 class Generator:
     def detach(self, generation, queue):
         pass
+
+
+FRAME_TEXT = 8
 
 
 def run(script, frame):
@@ -43,7 +45,8 @@ def run(script, frame):
 
     feeder = gevent.spawn(feed)
     got = []
-    for chunk in stream_reply("<hx-upsert>first</hx-upsert>", Generator(), Generation(), queue, 5, frame):
+    stream = stream_reply("<hx-upsert>first</hx-upsert>", Generator(), Generation(), queue, 5, frame, FRAME_TEXT)
+    for chunk in stream:
         got.append((time.monotonic(), chunk))
     feeder.join()
     text = "".join(token for _, token in script)
