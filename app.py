@@ -122,8 +122,11 @@ def create_app(test_config=None):
         CHUNK_SIZE_CAP=300,
         CHUNK_TIME_CAP=1.0,
         SSE_KEEPALIVE=15.0,
-        STREAM_FRAME_TIME=0.016,
-        STREAM_FRAME_TEXT=8,  # bytes of text an event held for a burst waits for
+        # A burst of tokens is held up to STREAM_FRAME_TIME seconds, until an
+        # event carries STREAM_FRAME_TEXT bytes of text (docs/benchmarks.md has
+        # the bytes each choice costs against the latency it adds).
+        STREAM_FRAME_TIME=0.024,
+        STREAM_FRAME_TEXT=10,
         POSTS_PER_MINUTE=20,
         ASKS_PER_MINUTE=6,
         REPLIES_PER_SESSION=1,

@@ -59,7 +59,7 @@ from bench.report import write_report
 from bench.targets import MODES
 
 FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10,
-            frames=((0, None), (0.008, None), (0.016, None), (0.016, 12), (0.016, 16), (0.032, None)),
+            frames=((0, None), (0.016, 8), (0.024, 8), (0.024, None), (0.024, 12), (0.032, None)),
             levels=(10, 50, 100, 200),
             cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
             client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
@@ -99,7 +99,7 @@ def parse_args(argv):
     parser.add_argument("--observers", type=int, help="observer sockets in the bandwidth runs (default 10)")
     parser.add_argument("--frames", help="author stream settings for its bytes against latency, comma-separated: "
                         "STREAM_FRAME_TIME seconds, each optionally with :STREAM_FRAME_TEXT bytes (the app's "
-                        "default otherwise) (default 0,0.008,0.016,0.016:12,0.016:16,0.032)")
+                        "default otherwise) (default 0,0.016:8,0.024:8,0.024,0.024:12,0.032)")
     parser.add_argument("--levels", help="concurrent replies per capacity level (default 10,50,100,200)")
     parser.add_argument("--cap-tokens", type=int, help="tokens per reply in the capacity runs (default 300)")
     parser.add_argument("--cap-token-delay", type=float,
