@@ -41,8 +41,6 @@ _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
     "ol": {"start"},
-    "td": {"style"},
-    "th": {"style"},
 }
 # Only the token classes Pygments writes may reach the page on a span
 # (nh3 then adds "class" to the span's allowed attributes itself).
@@ -83,14 +81,29 @@ def _fence(self, tokens, idx, options, env):
 
 _md.add_render_rule("fence", _fence)
 
+# A column's alignment as a class: the page's Content-Security-Policy allows
+# no inline style, so markdown-it's style="text-align:..." would be refused.
+_ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
+
+
+def _align_classes(state):
+    for token in state.tokens:
+        if token.type not in ("th_open", "td_open") or not token.attrs:
+            continue
+        style = token.attrs.pop("style", "")
+        if style.startswith("text-align:"):
+            token.attrs["class"] = "align-" + style[len("text-align:"):]
+
+
+_md.core.ruler.push("align_classes", _align_classes)
+
 
 _CLEAN_OPTIONS = dict(
     tags=_ALLOWED_TAGS,
     attributes=_ALLOWED_ATTRIBUTES,
     url_schemes={"http", "https", "mailto"},
     link_rel="nofollow noopener noreferrer",
-    filter_style_properties={"text-align"},
-    allowed_classes={"span": _TOKEN_CLASSES},
+    allowed_classes={"span": _TOKEN_CLASSES, "td": _ALIGN_CLASSES, "th": _ALIGN_CLASSES},
 )
 # One sanitizer built once: ``nh3.clean`` builds its rules again on every call,
 # which costs more than cleaning a paragraph.

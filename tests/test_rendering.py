@@ -38,8 +38,12 @@ def test_only_safe_links_survive_with_rel():
 
 
 def test_tables_render_and_style_is_limited():
-    html = render_markdown("| a | b |\n|:-|-:|\n| 1 | 2 |\n")
+    html = render_markdown("| a | b | c |\n|:-|-:|:-:|\n| 1 | 2 | 3 |\n")
     assert "<table>" in html and "<td" in html
+    # Alignment is a class: the page's Content-Security-Policy refuses inline style.
+    assert "style=" not in html
+    assert '<th class="align-left">a</th>' in html and '<td class="align-right">2</td>' in html
+    assert '<td class="align-center">3</td>' in html
 
 
 def test_append_fragment_escapes_and_targets_the_body():
