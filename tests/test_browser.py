@@ -228,6 +228,43 @@ def test_markdown_is_formatted_while_streaming_and_ends_as_a_fresh_load(live_ser
     assert_no_errors(asker, observer, fresh)
 
 
+TABLE_REPLY = (
+    "Here are the numbers.\n\n"
+    "| Name | Count |\n|---|---:|\n| apples | 3 |\n| pears | 5 |\n| plums | 8 |\n| figs | 13 |\n\n"
+    "> Quoted for the record. It spans two sentences.\n\n"
+    "1. one\n2. two\n   - nested\n   - more\n3. three\n\n"
+    "That is the table."
+)
+
+
+def test_table_rows_quotes_and_nested_lists_grow_in_place(live_server, people):
+    # Each committed sentence reaches the observer as a piece that the page
+    # applies itself: table rows must be parsed inside the table's body (an
+    # HTML parser drops a <tr> anywhere else), nested items inside their list.
+    live_server.llm.enqueue(words_to_tokens(TABLE_REPLY), delay=0.05)
+    asker = people(live_server).open()
+    observer = people(live_server).open()
+
+    user_id = asker.send("@gpt table please")
+    reply_id = asker.reply_after(user_id)
+    asker.wait_status(reply_id)
+    observer.wait_status(reply_id)
+    time.sleep(0.3)
+
+    for person in (asker, observer):
+        streaming = [s["html"] for s in person.states(reply_id) if s["status"] == "streaming"]
+        rows = [h.count("<tr>") for h in streaming if "<table>" in h]
+        assert rows and max(rows) >= 4, "the table grew while the reply streamed: {}".format(rows)
+        assert any("<blockquote>" in h for h in streaming), streaming[-1]
+    fresh = people(live_server).open()
+    expected = str(render_markdown(TABLE_REPLY))
+    assert "<td>figs</td>" in expected and "<blockquote>" in expected and "<li>nested</li>" in expected
+    for person in (asker, observer, fresh):
+        assert person.body_html(reply_id) == expected
+    assert_consistent(asker, observer, fresh)
+    assert_no_errors(asker, observer, fresh)
+
+
 # -- 4. no markup or script from people or the model runs -----------------------
 
 XSS_USER = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
