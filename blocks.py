@@ -173,7 +173,7 @@ def _parse(src):
                         found and found.group(1)[0] == token.markup[0] and len(found.group(1)) >= len(token.markup)
                     )
             # No newline after the block: a dropped block must leave no text
-            # node behind (htmx deletes elements, not the text between them).
+            # node behind (a piece removes elements, not the text between them).
             html = sanitize(_md.renderer.render(part, _md.options, {})).rstrip("\n")
             _block_html.put(source, html)
         spans.append((start, end, html))
@@ -437,7 +437,9 @@ def _grow_code(point, old, added, at):
 
 # -- from one state to the next ------------------------------------------------
 
-_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+# A tag, its quoted attribute values skipped whole: the sanitizer escapes "<"
+# and ">" inside them, and a quoted ">" must not end the tag even if one did not.
+_TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:"[^"]*"|[^">])*?(/?)>')
 _VOID = {"br", "hr", "img", "input", "wbr"}
 _CLOSING_RUN = re.compile(r"(?:\s|</[a-zA-Z][a-zA-Z0-9]*>)+\Z")
 _CLOSER = re.compile(r"</([a-zA-Z][a-zA-Z0-9]*)>\s*")

@@ -335,3 +335,15 @@ def test_text_after_a_closed_fence_starts_a_new_block(after):
         assert body.html == str(render_markdown(text))
         state = blocks.blocks_of(text[:start], remember=False)
         assert blocks.grow(state, text[:start + 1]) is None
+
+
+def test_a_quoted_angle_bracket_never_splits_a_tag():
+    # nh3 writes "<" and ">" inside attribute values as entities; were one
+    # written raw, the slice sent to the page must still not start inside it.
+    old = "<ul>\n<li>a</li>\n</ul>"
+    title = 'q></x></li>\n<img src=x onerror=alert(1)><b><b>'
+    new = '<ul>\n<li>a <a href="http://u" title="{}" rel="nofollow">t</a></li>\n<li>b</li>\n</ul>'.format(title)
+    assert blocks.extension(old, new) == [
+        (2, ' <a href="http://u" title="{}" rel="nofollow">t</a>'.format(title)),
+        (1, "<li>b</li>\n"),
+    ]
