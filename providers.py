@@ -64,6 +64,17 @@ class TokenStream:
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+# What a JSON string can carry and no database or page can: NUL (PostgreSQL
+# refuses it in text) and a surrogate on its own ("\ud83d" with no partner
+# cannot be encoded as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text):
+    """``text`` with NUL and lone surrogates as U+FFFD, the replacement character."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _transport_errors():
@@ -205,8 +216,8 @@ class OpenAIProvider:
                         finished = finished or choice.get("finish_reason") is not None
                         delta = choice.get("delta")
                         text = delta.get("content") if delta else None
-                        if text:
-                            yield text
+                        if text and isinstance(text, str):
+                            yield storable(text)
                 if not finished:
                     # A connection closed without finish_reason or [DONE] ends
                     # the iteration quietly: that is a cut, not an answer.

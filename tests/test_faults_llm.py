@@ -267,6 +267,33 @@ def test_stream_cut_keeps_text_so_far(live_server, ws_open):
     assert body.html == drawn(kept)
 
 
+def test_text_no_database_or_page_can_hold_becomes_the_replacement_character(live_server, ws_open):
+    # A JSON string can carry NUL (PostgreSQL refuses it in text) and a lone
+    # surrogate (no UTF-8 for it); the reply completes with U+FFFD in their place.
+    tokens = ["Odd", " \x00bytes", " \ud83d here", ".", " Done", "."]
+    shown = "Odd \ufffdbytes \ufffd here. Done."
+    alice, bob = Browser(live_server), Browser(live_server)
+    alice.load()
+    observer, skip = observer_for(ws_open, live_server, alice, bob)
+    live_server.llm.enqueue(tokens, delay=0.01)
+
+    with alice.stream("@gpt say something odd") as response:
+        reply_id = int(response.headers["X-Reply-Id"])
+        events = list(SSEReader(response))
+
+    assert tokens_text(events[1:-1]) == drawn(shown)
+    assert [(a["id"], a["status"]) for a in parse_upsert(events[-1]["data"])] == [(reply_id, "complete")]
+    row = wait_settled(live_server.database_url, reply_id, 5)
+    assert (row["status"], row["body"]) == ("complete", shown)
+    seen = wait_article(observer, reply_id, "complete")
+    body = Body(reply_id)
+    for append in map(parse_append, observer.frames[skip:]):
+        if append:
+            body.apply(append[1])
+    assert body.html == drawn(shown)
+    assert seen["keeps_body"]
+
+
 # -- 4. Stop, then Retry -------------------------------------------------------------
 
 
