@@ -123,7 +123,7 @@ def create_app(test_config=None):
         CHUNK_TIME_CAP=1.0,
         SSE_KEEPALIVE=15.0,
         # A burst of tokens is held up to STREAM_FRAME_TIME seconds, until an
-        # event carries STREAM_FRAME_TEXT bytes of text (docs/benchmarks.md has
+        # event carries STREAM_FRAME_TEXT characters of text (docs/benchmarks.md has
         # the bytes each choice costs against the latency it adds).
         STREAM_FRAME_TIME=0.024,
         STREAM_FRAME_TEXT=10,

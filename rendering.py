@@ -8,7 +8,6 @@ import hashlib
 
 from flask import render_template
 from markupsafe import Markup
-from markupsafe import escape
 
 import blocks
 
@@ -79,7 +78,8 @@ def _wrapper(html):
 # (0: the body itself); "-<k> " removes the body's blocks from the k-th
 # (0-based) on. The same operations as out-of-band swaps cost about 50 bytes
 # each in selectors and wrappers; a piece's framing is the id and 3 bytes an
-# operation. No JSON parses a leading "+" and no HTML starts with one.
+# operation. Other socket messages start with "<"; a plain author event that
+# starts with "+" sends it as "&#43;" (``AuthorBody.advance``).
 PIECE = "+"
 PIECE_SEP = "\x1f"
 
@@ -174,19 +174,14 @@ def sse_event(data, event=None):
     return head + "".join(_data_line(line) for line in lines) + "\n"
 
 
-def sse_text(text):
-    """An escaped token fragment for the author's stream (lean: no wrapper)."""
-    return sse_event(escape(text))
-
-
 class AuthorBody:
     """What the author's page shows of its reply, and the events that move it on.
 
     The page's stream swaps plain events ``beforeend`` into the element named
     by its last ``reply-at`` event (a depth below the reply body, see
     ``static/app.js``); most events are just the HTML added at the end of the
-    last paragraph, list item or code line. Anything else goes as out-of-band
-    swaps, the same ones observers get.
+    last paragraph, list item or code line. Anything else goes as a piece, the
+    same one observers get.
     """
 
     def __init__(self, message_id):
@@ -198,7 +193,7 @@ class AuthorBody:
     def advance(self, text, final=False):
         """Events that take the page to ``text``; '' while nothing visible changed.
         Whitespace added at the end waits for visible text (htmx drops
-        whitespace-only swaps) unless ``final``, when it goes out of band.
+        whitespace-only swaps) unless ``final``, when it goes as a piece.
 
         Text that only extends the last line's prose or code is drawn without
         parsing the block again (``blocks.grow``); the events are the same."""

@@ -483,14 +483,14 @@ def composer_error(text, status):
     return response
 
 
-def stream_reply(first, generator, generation, queue, keepalive, frame=0.0, frame_text=8):
+def stream_reply(first, generator, generation, queue, keepalive, frame=0.0, frame_text=10):
     """The author's event stream: the two new articles at once, then the reply
     drawn as it grows, then the final article.
 
     A token after a pause (none in the ``frame`` seconds before it) goes at
     once. In a burst, a token waits up to ``frame`` for more, so that one event
-    carries ``frame_text`` bytes of text or more (each event costs about 8
-    bytes of framing, "data:" and a blank line); tokens already queued always
+    carries ``frame_text`` characters of text or more (each event costs about
+    8 bytes of framing, "data:" and a blank line); tokens already queued always
     go together. When the page already shows the final body, the last event
     leaves it in place and only changes the article around it.
 

@@ -99,7 +99,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
         notes.append(
             "**Added latency, p50 {:.2f} ms{} and p99 {:.2f} ms over the direct read**: tokens come every {:g} ms, "
             "closer than `STREAM_FRAME_TIME` ({} s), so they count as a burst and wait for the next one until "
-            "an event carries {} bytes of text: that wait is most of it, and is what keeps the asker's bytes "
+            "an event carries {} characters of text: that wait is most of it, and is what keeps the asker's bytes "
             "within 2 × (section 2's frame table). At an even pace the two targets exclude each other: a p99 "
             "within 5 ms lets hardly any token wait for the next one, {:g} ms later, and an event per token "
             "costs its framing on every {:.1f} B of text.{} The rest is the way through the worker: the model's HTTP "

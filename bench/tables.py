@@ -118,7 +118,7 @@ def frames(add, opts, frames, baseline):
     add("")
     add("The same {:,}-token reply at {:g} ms per token, once per setting (a fresh server each, no "
         "observers). A token after a pause goes at once; in a burst an event waits up to `STREAM_FRAME_TIME` "
-        "until it carries `STREAM_FRAME_TEXT` bytes of text (default {}). Each event costs about 8 bytes of "
+        "until it carries `STREAM_FRAME_TEXT` characters of text (default {}). Each event costs about 8 bytes of "
         "framing (`data:` and a blank line) on about 5 bytes of text per token, so bytes fall only as events "
         "carry more tokens, which means holding them: at this even pace the two targets cannot both hold "
         "(a p99 within 5 ms allows almost no token to wait for the next, 10 ms later, and one token per "
@@ -128,7 +128,7 @@ def frames(add, opts, frames, baseline):
         "which share of tokens is held, while the mean moves smoothly.".format(
             size, opts.token_delay * 1000, _frame_text()))
     add("")
-    add("| `STREAM_FRAME_TIME` s | `STREAM_FRAME_TEXT` B | Asker ÷ text | Token events | Tokens per event "
+    add("| `STREAM_FRAME_TIME` s | `STREAM_FRAME_TEXT` chars | Asker ÷ text | Token events | Tokens per event "
         "| p50 ms | mean ms | p99 ms | Added p50 ms | Added p99 ms |")
     add("|---|---|---|---|---|---|---|---|---|---|")
     for f in frames:

@@ -77,8 +77,10 @@
   // (remove the body's blocks from the k-th on). Observers get one per
   // committed sentence, so its framing is a few bytes where an out-of-band
   // swap names its target in fifty. The HTML is the server's sanitized
-  // Markdown, parsed in the context of the element it goes into (table rows
-  // into a table body), as htmx would.
+  // Markdown (no htmx attributes to process), parsed in the context of the
+  // element it goes into, so table rows land in a table body. An operation
+  // whose element is not there (a page out of step) changes nothing, as an
+  // out-of-band swap with no target would not; the next snapshot heals it.
   function isPiece(data) {
     return typeof data === "string" && data.charAt(0) === "+";
   }
@@ -97,21 +99,19 @@
         continue;
       }
       var target = body;
-      for (var depth = parseInt(code, 10); depth > 0 && target.lastElementChild; depth--) {
-        target = target.lastElementChild;
-      }
-      if (html) target.insertAdjacentHTML("beforeend", html);
+      for (var depth = parseInt(code, 10); depth > 0 && target; depth--) target = target.lastElementChild;
+      if (target && html) target.insertAdjacentHTML("beforeend", html);
     }
   }
   document.addEventListener("htmx:ws:before:message:incoming", function (e) {
     if (!isPiece(e.detail.message.data)) return;
+    e.detail.cancelled = true;  // applied here: hx-ws must not swap it as HTML
     applyPiece(e.detail.message.data);
-    e.detail.cancelled = true;  // applied: hx-ws must not swap it as HTML
   });
   document.addEventListener("htmx:sse:before:message", function (e) {
     if (e.detail.message.event || !isPiece(e.detail.message.data)) return;
-    applyPiece(e.detail.message.data);
     e.detail.cancelled = true;
+    applyPiece(e.detail.message.data);
   });
 
   // The author's stream ended: if its reply is still streaming, the stream

@@ -9,7 +9,6 @@ from rendering import append_fragment
 from rendering import ops_fragment
 from rendering import render_markdown
 from rendering import sse_event
-from rendering import sse_text
 from rendering import upsert
 
 
@@ -55,7 +54,7 @@ def test_sse_events_split_lines_and_escape_tokens():
     assert sse_event("a\nb") == "data:a\ndata:b\n\n"
     assert sse_event("x\r\ny", event="done") == "event:done\ndata:x\ndata:y\n\n"
     # A parser drops one space after the colon: a line that starts with one keeps it.
-    assert sse_text(" <i>") == "data:  &lt;i&gt;\n\n"
+    assert sse_event(" &lt;i&gt;") == "data:  &lt;i&gt;\n\n"
     assert sse_event(" a\n b\n") == "data:  a\ndata:  b\ndata:\n\n"
     events = parse_sse(sse_event(" a\nb\n  c") + sse_event("x", event="e"))
     assert events == [("", " a\nb\n  c"), ("e", "x")]
