@@ -19,7 +19,9 @@ def sdk_cost(capacity):
     for c in capacity:
         prof = c.get("profile")
         if prof and prof["samples"] and c["us_per_token"] and c["cpu"] < 85:
-            share = prof["app"].get("providers.tokens", 0) / prof["samples"]
+            # Reading the model's stream: the SDK's HTTP client under these three.
+            share = sum(prof["app"].get(name, 0) for name in (
+                "providers._sse_lines", "providers.sse_chunks", "providers.tokens")) / prof["samples"]
             if share:
                 return ": about {:,.0f} µs of the worker's CPU per token at {} replies".format(
                     share * c["us_per_token"], c["n"])
