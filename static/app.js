@@ -93,6 +93,7 @@
       var space = ops[i].indexOf(" ");
       var code = ops[i].slice(0, space);
       var html = ops[i].slice(space + 1);
+      if (space < 0 || !/^-?[0-9]{1,3}$/.test(code)) continue;  // not an operation this page knows
       if (code.charAt(0) === "-") {
         var keep = parseInt(code.slice(1), 10);
         while (body.children.length > keep) body.lastElementChild.remove();
