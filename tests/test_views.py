@@ -13,6 +13,7 @@ from models import Chunk
 from models import Message
 from providers import SYSTEM_PROMPT
 from providers import build_context
+from test_controls import PacedProvider
 
 HTMX = {"HX-Request": "true"}
 STREAM = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
@@ -246,6 +247,24 @@ def test_utf8_text_is_accepted_as_typed(client, app):
     assert post(client, token, "naïve café 你好 %FF", HTMX).status_code == 200
     with app.app_context():
         assert Message.get().body == "naïve café 你好 %FF"
+
+
+@pytest.mark.parametrize("frame_text, most_events", [(1, None), (200, 3)])
+def test_stream_frame_text_sets_how_much_text_a_held_event_waits_for(client, app, frame_text, most_events):
+    """In a burst (tokens 20 ms apart, a 1 s frame) an event waits until it
+    carries STREAM_FRAME_TEXT characters: one token is enough for 1, and 200
+    holds the whole burst to the end of the frame."""
+    app.config.update(STREAM_FRAME_TIME=1.0, STREAM_FRAME_TEXT=frame_text)
+    provider = app.extensions["chat"]["generator"].provider = PacedProvider(delay=0.02)
+    tokens = ["One", " two", " three", " four", " five", " six", " seven", " eight", "."]
+    provider.enqueue(tokens)
+    _, token = open_page(client)
+    events = parse_sse(post(client, token, "@gpt count", STREAM).get_data(as_text=True))
+    plain = [data for name, data in events[1:-1] if name != "reply-at"]
+    if most_events is None:
+        assert len(plain) >= len(tokens) - 2, plain  # about one a token
+    else:
+        assert len(plain) <= most_events, plain
 
 
 @pytest.mark.parametrize(
