@@ -172,15 +172,23 @@ def formatted_while_streaming(states):
     )
 
 
-def test_markdown_is_formatted_while_streaming_and_ends_as_a_fresh_load(live_server, people):
-    live_server.llm.enqueue(words_to_tokens(MARKDOWN_REPLY), delay=0.06)
+def ask_and_watch(live_server, people, question, reply, delay):
+    """An asker and an observer on one page each; the asker asks ``question``,
+    the model answers ``reply`` a word every ``delay`` seconds, and both pages
+    show it complete. Returns (asker, observer, reply's article id)."""
+    live_server.llm.enqueue(words_to_tokens(reply), delay=delay)
     asker = people(live_server).open()
     observer = people(live_server).open()
-
-    user_id = asker.send("@gpt show me a list and some code")
-    reply_id = asker.reply_after(user_id)
+    reply_id = asker.reply_after(asker.send(question))
     asker.wait_status(reply_id)
     observer.wait_status(reply_id)
+    return asker, observer, reply_id
+
+
+def test_markdown_is_formatted_while_streaming_and_ends_as_a_fresh_load(live_server, people):
+    asker, observer, reply_id = ask_and_watch(
+        live_server, people, "@gpt show me a list and some code", MARKDOWN_REPLY, 0.06
+    )
 
     for person in (asker, observer):
         states = person.states(reply_id)
@@ -241,14 +249,7 @@ def test_table_rows_quotes_and_nested_lists_grow_in_place(live_server, people):
     # Each committed sentence reaches the observer as a piece that the page
     # applies itself: table rows must be parsed inside the table's body (an
     # HTML parser drops a <tr> anywhere else), nested items inside their list.
-    live_server.llm.enqueue(words_to_tokens(TABLE_REPLY), delay=0.05)
-    asker = people(live_server).open()
-    observer = people(live_server).open()
-
-    user_id = asker.send("@gpt table please")
-    reply_id = asker.reply_after(user_id)
-    asker.wait_status(reply_id)
-    observer.wait_status(reply_id)
+    asker, observer, reply_id = ask_and_watch(live_server, people, "@gpt table please", TABLE_REPLY, 0.05)
     time.sleep(0.3)
 
     for person in (asker, observer):
