@@ -266,6 +266,36 @@ def test_table_rows_quotes_and_nested_lists_grow_in_place(live_server, people):
     assert_no_errors(asker, observer, fresh)
 
 
+APPLY_PIECES = """([id, pieces]) => {
+  const body = document.querySelector('#' + id + ' .message-body');
+  return pieces.map((data) => {
+    const before = body.innerHTML;
+    const detail = {message: {data: data}, cancelled: false};
+    document.dispatchEvent(new CustomEvent('htmx:ws:before:message:incoming', {detail: detail}));
+    return {changed: body.innerHTML !== before, cancelled: detail.cancelled};
+  });
+}"""
+
+
+def test_a_piece_the_page_cannot_place_changes_nothing(live_server, people):
+    asker, observer, reply_id = ask_and_watch(live_server, people, "@gpt hi", "Hello there.", 0.01)
+    n = reply_id[len("message-"):]
+    body = observer.body_html(reply_id)
+    results = observer.page.evaluate(APPLY_PIECES, [reply_id, [
+        "+{}\x1f9 <b>deeper than the body goes</b>".format(n),
+        "+{}\x1fx <b>not a depth</b>".format(n),
+        "+{}\x1f1<b>no space</b>".format(n),
+        "+999999\x1f0 <b>no such reply</b>",
+        "+{}\x1f1  Again.".format(n),
+    ]])
+    # Every piece is taken from hx-ws (never swapped as HTML into the page);
+    # only the one that names an element the body has changes it.
+    assert [r["cancelled"] for r in results] == [True] * 5
+    assert [r["changed"] for r in results] == [False, False, False, False, True]
+    assert observer.body_html(reply_id) == body.replace("</p>", " Again.</p>")
+    assert_no_errors(asker, observer)
+
+
 # -- 4. no markup or script from people or the model runs -----------------------
 
 XSS_USER = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
