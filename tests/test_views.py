@@ -46,16 +46,7 @@ def wait_until(predicate, timeout=5.0):
 
 def sse_events(response):
     """The data of each event of an event-stream response body."""
-    events = []
-    for block in response.get_data(as_text=True).split("\n\n"):
-        lines = []
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            if field == "data":
-                lines.append(value[1:] if value.startswith(" ") else value)
-        if lines:
-            events.append("\n".join(lines))
-    return events
+    return [data for _, data in parse_sse(response.get_data(as_text=True))]
 
 
 def test_page_gives_each_session_a_name_and_a_composer(client):
