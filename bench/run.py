@@ -98,7 +98,7 @@ def parse_args(argv):
                         "latency runs (default 0.01)")
     parser.add_argument("--observers", type=int, help="observer sockets in the bandwidth runs (default 10)")
     parser.add_argument("--frames", help="author stream settings for its bytes against latency, comma-separated: "
-                        "STREAM_FRAME_TIME seconds, each optionally with :STREAM_FRAME_TEXT bytes (the app's "
+                        "STREAM_FRAME_TIME seconds, each optionally with :STREAM_FRAME_TEXT characters (the app's "
                         "default otherwise) (default 0,0.016:8,0.024:8,0.024,0.024:12,0.032)")
     parser.add_argument("--levels", help="concurrent replies per capacity level (default 10,50,100,200)")
     parser.add_argument("--cap-tokens", type=int, help="tokens per reply in the capacity runs (default 300)")
