@@ -40,6 +40,7 @@ ENV_SETTINGS = {
     "OPENAI_MODEL": str,
     "LLM": str,
     "LLM_PORT": int,
+    "LLM_LOCAL_MODEL": str,
     "LLM_CONTEXT_TOKENS": int,
     "LLM_RETRY_SECONDS": float,
     "SEED_DEMO": lambda v: v.lower() not in ("0", "false", "no", "off", ""),
@@ -107,6 +108,7 @@ def create_app(test_config=None):
         OPENAI_MODEL="gpt-4o-mini",
         LLM=None,  # "local": the Procfile's llm process (llama.cpp) instead of OpenAI
         LLM_PORT=8001,
+        LLM_LOCAL_MODEL=None,  # with LLM=local: "smollm2" (None: the default) or "gemma3"
         LLM_CONTEXT_TOKENS=None,  # the model's window; None: 4096 with LLM=local, else unlimited
         LLM_RETRY_SECONDS=None,  # how long to retry a server that is starting; None: 20 s local, else 0
         SEED_DEMO=True,

@@ -12,6 +12,8 @@ import time
 
 import gevent
 
+import local_model
+
 SYSTEM_PROMPT = (
     "You are gpt, a helpful assistant in a group chat. Several people talk here; "
     "their messages are prefixed with their names. Answer the person who mentioned "
@@ -22,14 +24,14 @@ SYSTEM_PROMPT = (
 # A reply's length cap in tokens when MAX_TOKENS is not set.
 MAX_TOKENS = 1024
 
-# The local model: the name the Procfile's ``llm`` process serves it under,
-# the context size it is started with, and how long a reply waits for that
-# server to come up (it refuses connections while it loads).
-LOCAL_MODEL = "gemma-3-270m"
+# The local model (local_model.py says which one, and the name the Procfile's
+# ``llm`` process serves it under): the context size it is started with, and
+# how long a reply waits for that server to come up (it refuses connections
+# while it loads).
 LOCAL_CONTEXT_TOKENS = 4096
 LOCAL_RETRY_SECONDS = 20.0
-# Gemma 3 270M (a base model) rarely stops by itself: a shorter cap keeps one
-# reply from holding the single llama.cpp server for minutes.
+# One llama.cpp server answers one reply at a time: a shorter cap keeps a
+# model that rambles from holding it for minutes.
 LOCAL_MAX_TOKENS = 256
 LLM_CHOICES = ("local",)
 
@@ -161,6 +163,7 @@ class OpenAIProvider:
         retry_seconds=0.0,
         context_tokens=0,
         system_role=True,
+        temperature=None,
     ):
         import openai  # imported lazily: the demo model needs none of it
 
@@ -174,6 +177,8 @@ class OpenAIProvider:
         # False for chat formats that drop a system message (llama.cpp's
         # "gemma"): the prompt then travels in the first user turn.
         self.system_role = system_role
+        # Sampling temperature (None: the server's default).
+        self.temperature = temperature
         # ``timeout`` bounds each wait for the next bytes (so a silent model is
         # given up on), ``connect_timeout`` the connection itself.
         self.client = openai.OpenAI(
@@ -197,6 +202,7 @@ class OpenAIProvider:
             stream=True,
             stream_options={"include_usage": True},
             max_tokens=self.max_tokens,
+            **({} if self.temperature is None else {"temperature": self.temperature}),
         )
         token_stream = TokenStream(None, close=response.close)
 
@@ -366,17 +372,20 @@ def make_provider(config):
     retry = config.get("LLM_RETRY_SECONDS")
     if llm == "local":
         # The Procfile's llm process: llama.cpp's OpenAI-compatible server on
-        # loopback. It wants no key, but the SDK needs one.
+        # loopback, serving the model LLM_LOCAL_MODEL names. It wants no key,
+        # but the SDK needs one.
+        model = local_model.chosen(config.get("LLM_LOCAL_MODEL"))
         return OpenAIProvider(
             api_key="local",
-            model=LOCAL_MODEL,
+            model=model.alias,
             base_url="http://127.0.0.1:{}/v1".format(config["LLM_PORT"]),
             timeout=config["LLM_TIMEOUT"],
             connect_timeout=config["LLM_CONNECT_TIMEOUT"],
             max_tokens=config.get("MAX_TOKENS") or LOCAL_MAX_TOKENS,
             retry_seconds=LOCAL_RETRY_SECONDS if retry is None else retry,
             context_tokens=config.get("LLM_CONTEXT_TOKENS") or LOCAL_CONTEXT_TOKENS,
-            system_role=False,
+            system_role=model.system_role,
+            temperature=model.temperature,
         )
     if config.get("OPENAI_API_KEY"):
         return OpenAIProvider(

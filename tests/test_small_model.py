@@ -22,6 +22,8 @@ from body_model import apply_author_stream
 from body_model import parse_sse
 from fake_openai import FakeOpenAI
 from generation import NO_TEXT
+from local_model import MODELS
+from local_model import server_command
 from models import Chunk
 from models import Message
 from models import migrate
@@ -29,7 +31,6 @@ from models import migration_runner
 from models import db
 from providers import LOCAL_CONTEXT_TOKENS
 from providers import LOCAL_MAX_TOKENS
-from providers import LOCAL_MODEL
 from providers import SYSTEM_PROMPT
 from providers import OpenAIProvider
 from providers import TokenStream
@@ -351,13 +352,35 @@ def test_llm_local_points_the_sdk_at_the_llm_process(tmp_path):
     try:
         assert str(provider.client.base_url) == "http://127.0.0.1:9123/v1/"
         assert provider.client.api_key == "local", "a hosted key is never sent to the local server"
-        assert provider.model == LOCAL_MODEL
+        # SmolLM2 Instruct by default, whose chat format keeps a system turn.
+        assert provider.model == "smollm2-135m-instruct"
         assert provider.context_tokens == LOCAL_CONTEXT_TOKENS
-        assert provider.retry_seconds > 0 and provider.system_role is False
+        assert provider.retry_seconds > 0 and provider.system_role is True
+        assert provider.temperature == 0.2, "the server's 0.8 makes a 135M model wander off the question"
         assert provider.max_tokens == LOCAL_MAX_TOKENS
         assert app.extensions["chat"]["generator"].prompt_budget() == LOCAL_CONTEXT_TOKENS - LOCAL_MAX_TOKENS
     finally:
         provider.client.close()
+
+
+def test_llm_local_model_chooses_gemma_and_refuses_unknown_names(tmp_path):
+    config = {"LLM": "local", "LLM_PORT": 9123, "LLM_TIMEOUT": 5.0, "LLM_CONNECT_TIMEOUT": 1.0}
+    provider = make_provider(dict(config, LLM_LOCAL_MODEL="gemma3"))
+    try:
+        assert (provider.model, provider.system_role) == ("gemma-3-270m", False)
+    finally:
+        provider.client.close()
+    with pytest.raises(ValueError, match="LLM_LOCAL_MODEL must be one of smollm2, gemma3, not 'llama'"):
+        make_provider(dict(config, LLM_LOCAL_MODEL="llama"))
+
+
+def test_a_temperature_is_sent_only_when_the_provider_has_one(client, app, sdk_provider, fake_llm):
+    provider = sdk_provider(fake_llm.base_url, retry_seconds=0)
+    ask(client, "@gpt one")
+    provider.temperature = 0.2
+    ask(client, "@gpt two")
+    assert "temperature" not in fake_llm.requests[0], "a hosted model keeps its own default"
+    assert fake_llm.requests[1]["temperature"] == 0.2
 
 
 def test_unknown_llm_setting_is_refused():
@@ -387,12 +410,23 @@ def test_the_procfile_llm_process_matches_the_apps_defaults(app):
     # llama_cpp.server takes its address from HOST and PORT before its --host
     # and --port flags, and honcho and hosts set PORT for every process.
     assert args[:2] == ["HOST=127.0.0.1", "PORT=${{LLM_PORT:-{}}}".format(app.config["LLM_PORT"])], "loopback only"
-    assert args[2:5] == ["python", "-m", "llama_cpp.server"]
-    options = dict(zip(args[5::2], args[6::2]))
+    assert args[2:6] == ["python", "-m", "local_model", "serve"]
+    options = dict(zip(args[6::2], args[7::2]))
     assert "--host" not in options and "--port" not in options
-    assert options["--n_ctx"] == "${{LLM_CONTEXT_TOKENS:-{}}}".format(LOCAL_CONTEXT_TOKENS)
-    assert options["--model_alias"] == LOCAL_MODEL
-    assert options["--chat_format"] == "gemma"
-    assert options["--model"] == "$(python -m local_model)"
+    assert options == {"--n_ctx": "${{LLM_CONTEXT_TOKENS:-{}}}".format(LOCAL_CONTEXT_TOKENS)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_server_is_started_with_each_models_name_and_chat_format(name, monkeypatch):
+    model = MODELS[name]
+    monkeypatch.setattr(type(model), "gguf_path", lambda self: "/weights/" + self.name + ".gguf")
+    args = server_command(model, ["--n_ctx", "4096"])
+    assert args[1:3] == ["-m", "llama_cpp.server"]
+    options = dict(zip(args[3::2], args[4::2]))
+    assert options["--model"] == "/weights/{}.gguf".format(name)
+    # The alias is the name the web process asks for (make_provider).
+    assert options["--model_alias"] == model.alias
+    assert options["--chat_format"] == {"smollm2": "chatml", "gemma3": "gemma"}[name]
+    assert options["--n_ctx"] == "4096"
     # Queue concurrent replies instead of cutting the one streaming.
     assert options["--interrupt_requests"] == "False"
