@@ -12,6 +12,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import errors
 import views
 import watchdog
 from generation import Generator
@@ -178,6 +179,7 @@ def create_app(test_config=None):
         gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])
 
     app.register_blueprint(views.bp)  # its UTF-8 check runs before the CSRF check
+    errors.register(app)  # every refusal, whichever layer makes it, in words
     sock = Sock(app)
     sock.route("/ws", endpoint="socket")(views.socket_route)
     app.before_request(decline_compression)

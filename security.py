@@ -4,9 +4,9 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import abort
 from flask import request
 from flask import session
+from werkzeug.exceptions import Forbidden
 
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -26,6 +26,13 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+class CsrfRefused(Forbidden):
+    """A post without the session's CSRF token (a page from an older session,
+    or a form from another site)."""
+
+    description = "This form has expired or did not come from this site. Reload the page and try again."
+
+
 def csrf_token():
     """The session's CSRF token, created on first use."""
     token = session.get("csrf")
@@ -35,13 +42,13 @@ def csrf_token():
 
 
 def check_csrf():
-    """Abort with 403 unless a state-changing request carries the session's token."""
+    """Refuse (403, ``CsrfRefused``) a state-changing request without the session's token."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
     expected = session.get("csrf")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
     if not expected or not sent or not hmac.compare_digest(expected, sent):
-        abort(403, description="This form has expired or did not come from this site. Reload the page and try again.")
+        raise CsrfRefused()
 
 
 def same_origin():

@@ -114,10 +114,7 @@ def require_utf8_form():
     try:
         parse_qsl(raw.decode("ascii"), encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        text = "The message could not be read: it is not valid UTF-8 text."
-        if request.headers.get("HX-Request") == "true":
-            return composer_error(text, 400)
-        abort(400, description=text)
+        abort(400, description="The message could not be read: it is not valid UTF-8 text.")
     return None
 
 
@@ -222,6 +219,7 @@ def render_page(room, draft="", error=None, status=200, before=None):
         session_key=session_key(),
         draft=draft,
         error=error,
+        max_length=current_app.config["MAX_MESSAGE_LENGTH"],
     )
     return html, status
 
@@ -243,9 +241,9 @@ def post_message():
     except Refused as exc:
         if is_htmx:
             return composer_error(exc.text, exc.status)
-        draft = request.form.get("body", "")[: config["MAX_MESSAGE_LENGTH"] * 2]
         room = room if rooms.is_valid(room) else DEFAULT_ROOM
-        return render_page(room, draft=draft, error=exc.text, status=exc.status)
+        # The whole draft: the form is under MAX_CONTENT_LENGTH, and a cut one loses text.
+        return render_page(room, draft=request.form.get("body", ""), error=exc.text, status=exc.status)
 
     page = page_id(request.form.get("page"))
     streams = is_htmx and "text/event-stream" in request.headers.get("Accept", "")
@@ -459,20 +457,6 @@ def change_name():
     if is_htmx:
         return name_fragment(changed=True, next_path=next_path)
     return redirect(next_path, 303)
-
-
-@bp.errorhandler(403)
-def forbidden(exc):
-    """A name form refused over htmx (an expired CSRF token) says why inside
-    the form and keeps what was typed; any other 403 is the usual page."""
-    if request.endpoint == "chat.change_name" and request.headers.get("HX-Request") == "true":
-        return name_fragment(
-            403,
-            name_error=exc.description,
-            name_draft=(request.form.get("name") or "")[:200],
-            next_path=local_path(request.form.get("next")),
-        )
-    return exc
 
 
 def composer_error(text, status):

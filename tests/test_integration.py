@@ -776,7 +776,9 @@ def test_bad_input_is_refused(live_server, sockets):
     for kwargs in [{"token": None, "field_token": None}, {"token": "forged", "field_token": "forged"}]:
         result = alice.post("@gpt hello", **kwargs)
         assert result.status == 403, kwargs
-        assert "did not come from this site" in result.body
+        assert result.headers["HX-Retarget"] == "#composer-error"
+        assert result.body.strip() == "This page had expired, so your message was not sent. It is still here: press Send again."
+        assert result.headers["X-CSRF-Token"] == alice.csrf  # the session's own, for the page to take
     stranger = Browser(live_server)  # no cookie: a token copied from another session
     stranger.page, stranger.csrf = alice.page, alice.csrf
     result = stranger.post("@gpt hello")
