@@ -38,6 +38,7 @@ from providers import fit_context
 from rendering import grow_fragment
 from rendering import render_message
 from rendering import upsert
+import workers
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,15 @@ class Generator:
         for generation in list(self.running.values()):
             generation.tokens.put(_INTERRUPT)
         gevent.joinall([g.greenlet for g in list(self.running.values())], timeout=2)
+
+    def leave(self):
+        """Drop this process's worker row as it exits cleanly (its replies are
+        settled by then), so nobody waits for its beat."""
+        try:
+            with db.connection_context():
+                workers.leave(self.worker_id)
+        except Exception:  # the database may be gone too; the row then goes stale
+            log.exception("could not remove worker %s", self.worker_id)
 
     def _run(self, generation, reply):
         try:

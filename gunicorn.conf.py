@@ -41,6 +41,7 @@ def worker_exit(server, worker):
     chat = _chat(worker)
     if chat is not None:
         chat["generator"].shutdown(_grace_left(worker))
+        chat["generator"].leave()  # its replies are settled: others need not wait for it
 
 
 def on_starting(server):

@@ -1,20 +1,24 @@
-"""The watchdog: no reply stays "streaming" forever.
+"""The watchdog: no reply stays "streaming" after its process is gone.
 
-A reply is alive while the process generating it shows activity: a committed
-chunk, or a heartbeat written while the model is silent. One whose last
-activity is older than ``stale_after`` seconds (its process died: ``kill -9``,
-an out-of-memory kill, a lost host) is marked ``interrupted``, its committed
-text kept, and every page is told. Replies running in this process are never
-touched: they have their own timeouts. With several processes (PostgreSQL),
-each one sweeps; a live process's replies show activity at least every
-``HEARTBEAT_INTERVAL`` seconds, well inside ``stale_after``, so no process
-settles another live one's reply.
+Each process beats every few seconds (workers.py) and sweeps. A reply whose
+process has a worker row is settled as soon as that process is gone: at once
+when it ran on this machine (``kill -9``, then a restart), or once it has not
+beaten for ``HEARTBEAT_INTERVAL`` seconds (another host, on PostgreSQL); a
+live process's replies are never touched, however long their model is silent.
+A reply whose process left no row (its watchdog was off, its row pruned), or
+that this process claimed but does not run, is settled once it shows no
+activity (a committed chunk, or the heartbeat its generation writes while the
+model is silent) for ``INTERRUPT_AFTER`` seconds. Settling keeps the committed
+text, marks the reply ``interrupted`` (``stopped`` after a Stop nobody could
+deliver) and tells every page. Replies running in this process are never
+touched here: they have their own timeouts.
 """
 import logging
 from datetime import timedelta
 
 import gevent
 
+import workers
 from hub import FINAL
 from hub import Event
 from models import INTERRUPTED
@@ -65,30 +69,50 @@ def settle(message, status, hub, relay):
     return bool(settled)
 
 
-def sweep(generator, hub, relay, stale_after):
-    """Interrupt every streaming reply that shows no sign of life; their ids."""
+def sweep(generator, hub, relay, stale_after, gone_after=15.0):
+    """Settle every streaming reply whose process is gone; their ids."""
+    streaming = [m for m in Message.select().where(Message.status == STREAMING) if m.id not in generator.running]
+    if not streaming:
+        return []
     cutoff = utcnow() - timedelta(seconds=stale_after)
+    owners = workers.owners(m.claimed_by for m in streaming if m.claimed_by != generator.worker_id)
+    at = workers.now() if owners else None
     interrupted = []
-    for message in Message.select().where(Message.status == STREAMING):
-        if message.id in generator.running:
+    for message in streaming:
+        owner = owners.get(message.claimed_by)
+        if owner is not None:
+            if not workers.gone(owner, at, gone_after):
+                continue  # alive: its replies are its own
+            why = "its process ({}) is gone".format(owner.id)
+        elif last_activity(message) >= cutoff:
             continue
-        if last_activity(message) >= cutoff:
-            continue
-        # Its process died: after a Stop nobody could deliver, it is stopped.
+        else:
+            why = "no activity since before {}".format(cutoff)
+        # After a Stop nobody could deliver, it is stopped.
         status = STOPPED if message.stop_requested else INTERRUPTED
         if settle(message, status, hub, relay):
-            log.warning("reply %s %s: no activity since before %s", message.id, status, cutoff)
+            log.warning("reply %s %s: %s", message.id, status, why)
             interrupted.append(message.id)
     return interrupted
 
 
+def tick(interval, heartbeat):
+    """Seconds between sweeps: a third of ``heartbeat`` at most, so that this
+    process beats three times in the time after which others call it gone."""
+    return min(interval, heartbeat / 3.0)
+
+
 def run(app, interval, stale_after):
-    """Sweep every ``interval`` seconds, forever (a greenlet per process)."""
+    """Beat and sweep every few seconds, forever (a greenlet per process)."""
     chat = app.extensions["chat"]
+    generator = chat["generator"]
+    heartbeat = app.config["HEARTBEAT_INTERVAL"]
     while True:
         try:
             with app.app_context(), db.connection_context():
-                sweep(chat["generator"], chat["hub"], chat["relay"], stale_after)
+                workers.beat(generator.worker_id)
+                sweep(generator, chat["hub"], chat["relay"], stale_after, heartbeat)
+                workers.prune(workers.now(), max(600.0, 10 * heartbeat))
         except Exception:
             log.exception("watchdog sweep failed")
-        gevent.sleep(interval)
+        gevent.sleep(tick(interval, heartbeat))

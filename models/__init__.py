@@ -10,6 +10,7 @@ from datetime import timezone
 from peewee import CharField
 from peewee import DatabaseProxy
 from peewee import DateTimeField
+from peewee import DoubleField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import IntegrityError
@@ -266,7 +267,19 @@ class ReplyRestart(BaseModel):
         indexes = ((("session_key", "created_at"), False),)
 
 
-MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart]
+class Worker(BaseModel):
+    """A process that generates replies, while it runs (workers.py)."""
+
+    id = CharField(max_length=64, primary_key=True)  # what it claims replies with
+    identity = CharField(max_length=200)  # "<boot>/<pid namespace> <pid> <start time>"
+    seen_at = DoubleField()  # its last beat, in seconds by the database's clock
+    started_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "worker"
+
+
+MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart, Worker]
 
 
 def is_postgres(url):

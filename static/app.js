@@ -34,6 +34,11 @@
     }
   }
 
+  // A page whose server went away tries again every 2 s at most (hx-ws
+  // doubles its delay up to a minute): it is back within seconds of a
+  // restart, showing what the restart settled (a reply a crash interrupted).
+  htmx.config.ws = Object.assign({}, htmx.config.ws, {reconnectMaxDelay: 2000});
+
   // Every state-changing request carries the CSRF token.
   document.addEventListener("htmx:config:request", function (e) {
     e.detail.ctx.request.headers["X-CSRF-Token"] = csrf();

@@ -140,7 +140,7 @@ def free_port():
 class LiveServer:
     """gunicorn with the gevent worker, serving the app on a loopback port."""
 
-    def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None, backend=None):
+    def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None, backend=None, prefix=()):
         self.port = port or free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
         self.database_url = database_url(tmp_path, backend)
@@ -157,10 +157,11 @@ class LiveServer:
         self.env.update(env or {})
         self.workers = workers
         self.graceful = graceful
+        self.prefix = list(prefix)  # e.g. unshare: the server in its own pid namespace
         self.proc = None
 
     def start(self):
-        cmd = [
+        cmd = self.prefix + [
             sys.executable, "-m", "gunicorn",
             "--worker-class", "gevent",
             "--workers", str(self.workers),

@@ -189,21 +189,19 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     wait_until(lambda: fake_llm.client_closed_early[0] is not None, 5, message="upstream to notice")
     assert fake_llm.client_closed_early == [True]
 
-    # A new process on the same database file, with a fast watchdog (and a
-    # slow heartbeat, so only "running here" protects its own silent reply below).
+    # A new process on the same database file (with a slow heartbeat, so only
+    # "running here" protects its own silent reply below). The dead process's
+    # worker row names a pid that no longer runs: its reply is settled at the
+    # new process's first sweep, not after INTERRUPT_AFTER without activity.
     second = servers(tmp_path, llm_env(fake_llm, WATCHDOG_INTERVAL=0.5, INTERRUPT_AFTER=3, HEARTBEAT_INTERVAL=30))
+    restarted_at = time.monotonic()
     assert second.database_url == database_url
     bob = Browser(second)
-    page_html = bob.load()
+    bob.load()
     observer = ws_open(second, bob.page, after=0)
     connected_at = time.monotonic()
     observer.wait_count(1)
     snapshot_status = articles_of(observer.frames[:1], reply_id)[0]["status"]
-    if connected_at - killed_at < 2.3:
-        # Subscribed well before the reply can look dead (3 s after its last
-        # chunk): the settling below must reach this page as a live event.
-        assert 'data-status="streaming"' in page_html
-        assert snapshot_status == "streaming"
 
     def interrupted_article(frames):
         arts = articles_of(frames, reply_id)
@@ -211,6 +209,7 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
 
     article = observer.wait_frames(interrupted_article, timeout=10, what="the interrupted article")
     settled_after = time.monotonic() - killed_at
+    since_restart = time.monotonic() - restarted_at
     # Exactly one settling reaches the page: in its snapshot or as one live event.
     assert [a["status"] for a in articles_of(observer.frames, reply_id)] in (
         ["interrupted"], ["streaming", "interrupted"])
@@ -225,9 +224,10 @@ def test_kill9_mid_reply_is_interrupted_by_next_process(tmp_path, fake_llm, serv
     assert row["completed_at"] is not None and row["stream_page"] is None
     assert chunk_rows(database_url, reply_id) == []
     assert settled_after < 10
-    print("kill -9: observer connected {:.2f}s after the kill (snapshot {}), interrupted after {:.2f}s".format(
-        connected_at - killed_at, snapshot_status, settled_after))
-    assert second.logs().count("reply {} interrupted".format(reply_id)) == 1
+    assert since_restart < 5
+    print("kill -9: observer connected {:.2f}s after the kill (snapshot {}), interrupted {:.2f}s after the "
+          "kill, {:.2f}s after the restart".format(connected_at - killed_at, snapshot_status, settled_after, since_restart))
+    assert second.logs().count("reply {} interrupted: its process".format(reply_id)) == 1
 
     # A reply of the new process that is slow to start (silent for longer than
     # INTERRUPT_AFTER, no heartbeat yet) is its own: the watchdog leaves it alone.
