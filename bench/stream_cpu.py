@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from fake_openai import FakeOpenAI  # noqa: E402
-from providers import OpenAIProvider  # noqa: E402
+from chat.llm.providers import OpenAIProvider  # noqa: E402
 
 
 def one_run(provider, fake, chunks):

@@ -75,7 +75,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 .venv/bin/pip wheel --quiet --no-cache-dir --no-deps --no-binary llama-cpp-python --wheel-dir "$build" "$requirement"
 .venv/bin/pip uninstall --quiet --yes llama-cpp-python 2>/dev/null || true
 install_app "$build"
-if ! "$python" -m local_model smoke; then
+if ! "$python" -m chat.llm.local_model smoke; then
   .venv/bin/pip uninstall --quiet --yes llama-cpp-python
   echo "error: the llama-cpp-python wheel just built for $level failed its smoke test (above);" >&2
   echo "it was removed and not cached. CMAKE_ARGS were: $CMAKE_ARGS" >&2

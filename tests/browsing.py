@@ -14,7 +14,7 @@ import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-from rendering import render_markdown  # noqa: E402  (conftest puts the app on sys.path)
+from chat.render.rendering import render_markdown  # noqa: E402  (conftest puts the app on sys.path)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -20,7 +20,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 from pg import PostgresServer  # noqa: E402
 
 from app import create_app  # noqa: E402
-from providers import TokenStream  # noqa: E402
+from chat.llm.providers import TokenStream  # noqa: E402
 
 
 class ScriptedProvider:

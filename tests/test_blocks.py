@@ -14,11 +14,11 @@ from body_model import apply_author_stream
 from body_model import element_ends
 from body_model import parse_sse
 
-import blocks
-from rendering import AuthorBody
-from rendering import chunk_fragment
-from rendering import grow_fragment
-from rendering import render_markdown
+from chat.render import blocks
+from chat.render.rendering import AuthorBody
+from chat.render.rendering import chunk_fragment
+from chat.render.rendering import grow_fragment
+from chat.render.rendering import render_markdown
 
 DOCS = {
     "paragraphs": "First paragraph, with *emphasis* and `code`.\n\nSecond one **bold** here.\nA lazy line.\n\nThird.",

@@ -5,7 +5,7 @@ from browsing import TIMEOUT_MS
 from browsing import assert_consistent
 from browsing import assert_no_errors
 
-from rendering import name_hue
+from chat.render.rendering import name_hue
 
 ADA = "Ada Lovelace"
 BOB = "Bob Marley"

@@ -1,7 +1,7 @@
 """The rules that decide when a piece of a reply is worth a commit."""
 import pytest
 
-from chunking import Chunker
+from chat.stream.chunking import Chunker
 
 
 class FakeClock:

@@ -5,13 +5,13 @@ import gevent
 
 from conftest import ScriptedProvider
 from conftest import csrf_from
-from hub import Hub
+from chat.fanout.hub import Hub
 from models import Chunk
 from models import Message
 from models import ReplyRestart
 from models import utcnow
-from providers import TokenStream
-from watchdog import sweep
+from chat.llm.providers import TokenStream
+from chat.stream.watchdog import sweep
 
 HTMX = {"HX-Request": "true"}
 STREAM = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
@@ -433,7 +433,7 @@ def test_footer_without_usage_shows_what_is_known(app, client):
 
 
 def test_the_demo_model_reports_usage_for_a_full_footer(app, client):
-    from providers import DemoProvider
+    from chat.llm.providers import DemoProvider
 
     demo = app.extensions["chat"]["generator"].provider = DemoProvider(token_delay=0.001, first_token_delay=0)
     token = page(client)
@@ -447,7 +447,7 @@ def test_the_demo_model_reports_usage_for_a_full_footer(app, client):
 
 
 def test_finished_replies_show_a_status_badge_and_the_reason(app):
-    from rendering import render_message
+    from chat.render.rendering import render_message
 
     with app.test_request_context():
         question = Message.create(room="lobby", author="A", role="user", body="@gpt q")
@@ -471,7 +471,7 @@ def test_finished_replies_show_a_status_badge_and_the_reason(app):
 
 
 def test_footer_writes_long_waits_in_seconds(app):
-    from rendering import render_message
+    from chat.render.rendering import render_message
 
     with app.test_request_context():
         question = Message.create(room="lobby", author="A", role="user", body="@gpt q")

@@ -28,8 +28,8 @@ from test_integration import query
 from test_integration import slow_tokens
 from test_integration import wait_until
 
-import watchdog
-import workers
+from chat.stream import watchdog
+from chat.stream import workers
 from models import INTERRUPTED
 from models import STREAMING
 from models import Chunk

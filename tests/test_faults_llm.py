@@ -21,7 +21,7 @@ from test_integration import message_row
 from test_integration import parse_append
 from body_model import Body
 from body_model import apply_author_stream
-from rendering import render_markdown
+from chat.render.rendering import render_markdown
 from test_integration import parse_upsert
 from test_integration import query
 from test_integration import wait_settled

@@ -22,7 +22,7 @@ import pytest
 
 from body_model import Body
 from conftest import LiveServer
-from rendering import render_markdown
+from chat.render.rendering import render_markdown
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import author_body

@@ -2,14 +2,14 @@
 import gevent
 import pytest
 
-from hub import FINAL
-from hub import Event
-from hub import Hub
+from chat.fanout.hub import FINAL
+from chat.fanout.hub import Event
+from chat.fanout.hub import Hub
 from models import Chunk
 from models import Message
-from rendering import chunk_fragment
-from sockets import PageSocket
-from sockets import parse_ids
+from chat.render.rendering import chunk_fragment
+from chat.fanout.sockets import PageSocket
+from chat.fanout.sockets import parse_ids
 
 
 class RecordingSocket:

@@ -26,10 +26,10 @@ from conftest import ROOT
 from conftest import LiveServer
 from conftest import free_port
 from body_model import Body
-import local_model
-from local_model import MODELS
-from local_model import chosen
-from rendering import render_markdown
+from chat.llm import local_model
+from chat.llm.local_model import MODELS
+from chat.llm.local_model import chosen
+from chat.render.rendering import render_markdown
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import author_body

@@ -106,7 +106,7 @@ def test_replies_from_before_generation_ms_upgrade_and_show_no_pace(tmp_path):
             assert "0006_generation_ms" in [m.name for m in migration_runner().status() if m.applied]
             old = Message.get()
             assert (old.body, old.generation_ms, old.tokens_per_second) == ("old answer", None, None)
-            from rendering import render_message
+            from chat.render.rendering import render_message
 
             html = render_message(old)
             assert "40 completion tokens" in html and "tokens/s" not in html and "None" not in html

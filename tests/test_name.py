@@ -11,8 +11,8 @@ from conftest import csrf_from
 from models import Message
 from models import NameChange
 from models import utcnow
-from names import clean_name
-from rendering import name_hue
+from chat.names import clean_name
+from chat.render.rendering import name_hue
 from test_views import wait_until as wait_in_app
 
 HTMX = {"HX-Request": "true"}

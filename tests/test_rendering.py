@@ -4,12 +4,12 @@ from markupsafe import Markup
 from body_model import Body
 from body_model import apply_author_stream
 from body_model import parse_sse
-from rendering import AuthorBody
-from rendering import append_fragment
-from rendering import ops_fragment
-from rendering import render_markdown
-from rendering import sse_event
-from rendering import upsert
+from chat.render.rendering import AuthorBody
+from chat.render.rendering import append_fragment
+from chat.render.rendering import ops_fragment
+from chat.render.rendering import render_markdown
+from chat.render.rendering import sse_event
+from chat.render.rendering import upsert
 
 
 def test_markdown_renders_lists_code_and_emphasis():

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-import rooms
+from chat import rooms
 from conftest import csrf_from
-from limits import Refused
+from chat.web.limits import Refused
 from models import Message
 from models import Room
 from test_integration import Browser

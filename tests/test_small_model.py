@@ -21,24 +21,24 @@ from body_model import Body
 from body_model import apply_author_stream
 from body_model import parse_sse
 from fake_openai import FakeOpenAI
-from generation import NO_TEXT
-from local_model import MODELS
-from local_model import server_command
+from chat.stream.generation import NO_TEXT
+from chat.llm.local_model import MODELS
+from chat.llm.local_model import server_command
 from models import Chunk
 from models import Message
 from models import migrate
 from models import migration_runner
 from models import db
-from providers import LOCAL_CONTEXT_TOKENS
-from providers import LOCAL_MAX_TOKENS
-from providers import SYSTEM_PROMPT
-from providers import OpenAIProvider
-from providers import TokenStream
-from providers import estimate_tokens
-from providers import fit_context
-from providers import fold_system_prompt
-from providers import make_provider
-from rendering import render_markdown
+from chat.llm.providers import LOCAL_CONTEXT_TOKENS
+from chat.llm.providers import LOCAL_MAX_TOKENS
+from chat.llm.providers import SYSTEM_PROMPT
+from chat.llm.providers import OpenAIProvider
+from chat.llm.providers import TokenStream
+from chat.llm.providers import estimate_tokens
+from chat.llm.providers import fit_context
+from chat.llm.providers import fold_system_prompt
+from chat.llm.providers import make_provider
+from chat.render.rendering import render_markdown
 from test_views import STREAM
 from test_views import open_page
 from test_views import post
@@ -410,7 +410,7 @@ def test_the_procfile_llm_process_matches_the_apps_defaults(app):
     # llama_cpp.server takes its address from HOST and PORT before its --host
     # and --port flags, and honcho and hosts set PORT for every process.
     assert args[:2] == ["HOST=127.0.0.1", "PORT=${{LLM_PORT:-{}}}".format(app.config["LLM_PORT"])], "loopback only"
-    assert args[2:6] == ["python", "-m", "local_model", "serve"]
+    assert args[2:6] == ["python", "-m", "chat.llm.local_model", "serve"]
     options = dict(zip(args[6::2], args[7::2]))
     assert "--host" not in options and "--port" not in options
     assert options == {"--n_ctx": "${{LLM_CONTEXT_TOKENS:-{}}}".format(LOCAL_CONTEXT_TOKENS)}

@@ -10,8 +10,8 @@ from body_model import apply_author_stream
 from body_model import parse_sse
 from gevent.queue import Queue
 
-from rendering import render_markdown
-from views import stream_reply
+from chat.render.rendering import render_markdown
+from chat.web.views import stream_reply
 
 
 class Generation:

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fake_openai import FakeOpenAI  # noqa: E402
 
-from providers import OpenAIProvider, StreamCut, sse_chunks  # noqa: E402
+from chat.llm.providers import OpenAIProvider, StreamCut, sse_chunks  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello please"}]
 

@@ -8,11 +8,11 @@ from body_model import apply_author_stream
 from body_model import parse_sse
 
 from conftest import csrf_from
-from generation import reply_context
+from chat.stream.generation import reply_context
 from models import Chunk
 from models import Message
-from providers import SYSTEM_PROMPT
-from providers import build_context
+from chat.llm.providers import SYSTEM_PROMPT
+from chat.llm.providers import build_context
 from test_controls import PacedProvider
 
 HTMX = {"HX-Request": "true"}

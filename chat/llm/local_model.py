@@ -14,10 +14,10 @@ downloaded from a model hub at run time:
 ``LLM_LOCAL_MODEL`` chooses one; the web process reads the same setting, so it
 asks for the name the server answers to. Commands:
 
-- ``python -m local_model``: print the chosen model's ``.gguf`` path.
-- ``python -m local_model serve [ARGS]``: run ``llama_cpp.server`` with it
+- ``python -m chat.llm.local_model``: print the chosen model's ``.gguf`` path.
+- ``python -m chat.llm.local_model serve [ARGS]``: run ``llama_cpp.server`` with it
   (``ARGS`` are passed on); the Procfile's ``llm`` process.
-- ``python -m local_model smoke``: load each model and generate a few tokens in a
+- ``python -m chat.llm.local_model smoke``: load each model and generate a few tokens in a
   child process; says how it failed if llama.cpp crashes (a build that does
   not run on this CPU). ``scripts/install-local.sh`` runs it before caching a
   wheel.
@@ -159,7 +159,7 @@ def main(argv):
                 sys.stderr.write("smoke test of {} failed: {}\n".format(each.name, error))
                 return 1
     else:
-        raise SystemExit("usage: python -m local_model [path | serve [ARGS] | smoke]")
+        raise SystemExit("usage: python -m chat.llm.local_model [path | serve [ARGS] | smoke]")
     return 0
 
 

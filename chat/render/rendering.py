@@ -9,7 +9,7 @@ import hashlib
 from flask import render_template
 from markupsafe import Markup
 
-import blocks
+from chat.render import blocks
 
 
 def render_markdown(text):

@@ -10,7 +10,7 @@ import re
 
 from flask import url_for
 
-from limits import Refused
+from chat.web.limits import Refused
 
 DEFAULT_ROOM = "lobby"
 MAX_LENGTH = 32

@@ -8,7 +8,7 @@ speaker; and never the assistant's own name.
 """
 import unicodedata
 
-from limits import Refused
+from chat.web.limits import Refused
 
 MAX_NAME_LENGTH = 40
 # Besides letters, digits and spaces, the punctuation names need.

@@ -34,14 +34,14 @@ from wsproto.events import CloseConnection
 from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
 
-from hub import CLOSING
-from hub import RESYNC
-from hub import FINAL
-from hub import PING
+from chat.fanout.hub import CLOSING
+from chat.fanout.hub import RESYNC
+from chat.fanout.hub import FINAL
+from chat.fanout.hub import PING
 from models import Message
 from models import db
-from rendering import render_message
-from rendering import upsert
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
 
 log = logging.getLogger(__name__)
 

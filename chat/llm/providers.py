@@ -12,7 +12,7 @@ import time
 
 import gevent
 
-import local_model
+from chat.llm import local_model
 
 SYSTEM_PROMPT = (
     "You are gpt, a helpful assistant in a group chat. Several people talk here; "

@@ -4,7 +4,7 @@ from faker import Faker
 from models import Flag
 from models import Message
 from models import Room
-from rooms import DEFAULT_ROOM as ROOM
+from chat.rooms import DEFAULT_ROOM as ROOM
 
 
 def seed_if_empty(app):

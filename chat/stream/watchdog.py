@@ -18,9 +18,9 @@ from datetime import timedelta
 
 import gevent
 
-import workers
-from hub import FINAL
-from hub import Event
+from chat.stream import workers
+from chat.fanout.hub import FINAL
+from chat.fanout.hub import Event
 from models import INTERRUPTED
 from models import STOPPED
 from models import STREAMING
@@ -28,8 +28,8 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
-from rendering import render_message
-from rendering import upsert
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
 
 log = logging.getLogger(__name__)
 

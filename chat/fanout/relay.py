@@ -24,17 +24,17 @@ import time
 
 import gevent
 
-from hub import FINAL
-from hub import RESYNC
-from hub import Event
+from chat.fanout.hub import FINAL
+from chat.fanout.hub import RESYNC
+from chat.fanout.hub import Event
 from models import STREAMING
 from models import Chunk
 from models import Message
 from models import db
 from models import is_postgres
-from rendering import chunk_fragment
-from rendering import render_message
-from rendering import upsert
+from chat.render.rendering import chunk_fragment
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 
-import rooms
-import views
-from rooms import DEFAULT_ROOM
-from rooms import room_url
-from security import CSRF_HEADER
-from security import CsrfRefused
-from security import csrf_token
+from chat import rooms
+from chat.web import views
+from chat.rooms import DEFAULT_ROOM
+from chat.rooms import room_url
+from chat.web.security import CSRF_HEADER
+from chat.web.security import CsrfRefused
+from chat.web.security import csrf_token
 
 SERVER_ERROR = "Something went wrong on the server (error {}). If your message does not appear, send it again."
 EXPIRED_POST = "This page had expired, so your message was not sent. It is still here: press Send again."
