@@ -12,25 +12,25 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chat.web import errors
-from chat.web import views
+from chat.fanout.hub import Hub
+from chat.fanout.relay import Relay
+from chat.fanout.sockets import NoReaderThread
+from chat.fanout.sockets import decline_compression
+from chat.llm.providers import make_provider
+from chat.render.rendering import name_hue
+from chat.render.rendering import render_markdown
+from chat.rooms import room_url
 from chat.stream import watchdog
 from chat.stream.generation import Generator
-from chat.fanout.hub import Hub
+from chat.web import errors
+from chat.web import views
+from chat.web.security import add_security_headers
+from chat.web.security import check_csrf
+from chat.web.security import csrf_token
 from models import applied_migrations
 from models import db
 from models import init_db
 from models import migrate
-from chat.llm.providers import make_provider
-from chat.fanout.relay import Relay
-from chat.rooms import room_url
-from chat.render.rendering import name_hue
-from chat.render.rendering import render_markdown
-from chat.web.security import add_security_headers
-from chat.web.security import check_csrf
-from chat.web.security import csrf_token
-from chat.fanout.sockets import NoReaderThread
-from chat.fanout.sockets import decline_compression
 
 # Settings read from the environment, with how to parse each.
 ENV_SETTINGS = {

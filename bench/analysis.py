@@ -3,8 +3,8 @@ the cause is."""
 import os
 
 from bench.server import app_default
-from bench.stats import pct
 from bench.stats import fmt_int
+from bench.stats import pct
 from bench.targets import TARGET_ADDED_P50_MS
 from bench.targets import TARGET_ADDED_P99_MS
 from bench.targets import TARGET_ASKER_RATIO
@@ -21,7 +21,7 @@ def sdk_cost(capacity):
         if prof and prof["samples"] and c["us_per_token"] and c["cpu"] < 85:
             # Reading the model's stream: the SDK's HTTP client under these three.
             share = sum(prof["app"].get(name, 0) for name in (
-                "providers._sse_lines", "providers.sse_chunks", "providers.tokens")) / prof["samples"]
+                "chat.llm.openai_compat._sse_lines", "chat.llm.openai_compat.sse_chunks", "chat.llm.openai_compat.tokens")) / prof["samples"]
             if share:
                 return ": about {:,.0f} µs of the worker's CPU per token at {} replies".format(
                     share * c["us_per_token"], c["n"])
@@ -105,7 +105,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             "within 2 × (section 2's frame table). At an even pace the two targets exclude each other: a p99 "
             "within 5 ms lets hardly any token wait for the next one, {:g} ms later, and an event per token "
             "costs its framing on every {:.1f} B of text.{} The rest is the way through the worker: the model's HTTP "
-            "stream read by the `openai` SDK's client and `providers.sse_chunks`{}, a gevent queue to the "
+            "stream read by the `openai` SDK's client and `chat.llm.openai_compat.sse_chunks`{}, a gevent queue to the "
             "reply's greenlet and one to the request's, the drawing of the asker's page "
             "(`rendering.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
             "HTTP write, and the other work of the same single-threaded worker (commits, the fan-out to "

@@ -19,10 +19,10 @@ from bench.clients import Session
 from bench.clients import barrier
 from bench.clients import warm_up
 from bench.replies import script_key
+from bench.server import Server
 from bench.stats import ms
 from bench.stats import pct
 from bench.wire import append_id
-from bench.server import Server
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 

@@ -14,7 +14,6 @@ from bench.clients import warm_up
 from bench.meters import proc_fds
 from bench.server import Server
 
-
 _GREENLET_PROBE = """
 from gevent import monkey; monkey.patch_all()
 import gc, gevent, gevent.event

@@ -7,7 +7,6 @@ import functools
 import random
 import re
 
-
 _WORDS = """the of and to a in is it that for you was on are as with be this have from or
 by one had not but what all were when we there can an your which their said if do will each
 about how up out them then she many some so these would other into has more her two like him

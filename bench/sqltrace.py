@@ -3,7 +3,6 @@ was committed."""
 import json
 import re
 
-
 _WRITE_RE = re.compile(r'^\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+"?(\w+)"?', re.I)
 _INSERT_RE = re.compile(r'^\s*INSERT\s+INTO\s+"?\w+"?\s*\(([^)]*)\)\s*VALUES\s*\((.*)\)\s*$', re.S | re.I)
 _BARE_RE = re.compile(r"[^,\s]+")

@@ -15,8 +15,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
+from chat.llm.openai_compat import OpenAIProvider  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
-from chat.llm.providers import OpenAIProvider  # noqa: E402
 
 
 def one_run(provider, fake, chunks):

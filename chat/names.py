@@ -1,7 +1,7 @@
 """People's display names: what a chosen name may be.
 
 A name is shown on every article its owner posts and goes into the model's
-context as ``"<name>: <message>"`` (``providers.build_context``). The rules
+context as ``"<name>: <message>"`` (``chat.llm.context.build_context``). The rules
 keep it plain data there: no colons, line breaks or other control or format
 characters, so a name can never start a line of its own or pose as another
 speaker; and never the assistant's own name.

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from datetime import timezone
 
+from peewee import BooleanField
 from peewee import CharField
 from peewee import DatabaseProxy
 from peewee import DateTimeField
@@ -17,7 +18,6 @@ from peewee import IntegrityError
 from peewee import Model
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
-from peewee import BooleanField
 from peewee import TextField
 from peewee import fn
 from playhouse.db_url import connect as connect_url

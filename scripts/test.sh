@@ -24,6 +24,8 @@ python3 -m venv .venv
 bash scripts/install-local.sh
 # --- end local model
 status=0
+echo "== lint (ruff: imports sorted, no unused names, lines within 120)"
+.venv/bin/ruff check . || status=$?
 echo "== the suite on SQLite"
 .venv/bin/python -m pytest "$@" || status=$?
 echo "== the suite on PostgreSQL"

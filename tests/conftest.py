@@ -16,11 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from app import create_app  # noqa: E402
+from chat.llm.tokens import TokenStream  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402
 from pg import PostgresServer  # noqa: E402
-
-from app import create_app  # noqa: E402
-from chat.llm.providers import TokenStream  # noqa: E402
 
 
 class ScriptedProvider:

@@ -15,7 +15,8 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 
 DEFAULT_TOKENS = ["Hello", " there", ".", " This", " is", " a", " fake", " reply",
                   ".", " It", " streams", " word", " by", " word", "."]

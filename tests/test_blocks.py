@@ -9,11 +9,11 @@ import random
 import re
 
 import pytest
+
 from body_model import Body
 from body_model import apply_author_stream
 from body_model import element_ends
 from body_model import parse_sse
-
 from chat.render import blocks
 from chat.render.rendering import AuthorBody
 from chat.render.rendering import chunk_fragment

@@ -2,24 +2,21 @@
 asker streaming token by token and the observer sentence by sentence."""
 import time
 
-from browsing import (
-    HTMX_ORDER,
-    HTMX_SETTLED,
-    LONG_REPLY,
-    SENTENCES,
-    SENTENCE_PREFIX,
-    TIMEOUT_MS,
-    assert_consistent,
-    assert_no_errors,
-    drawn_texts,
-    expected_text,
-    playwright_sync,
-    raced,
-    render_markdown,
-    streaming_texts,
-    words_to_tokens,
-)
-
+from browsing import HTMX_ORDER
+from browsing import HTMX_SETTLED
+from browsing import LONG_REPLY
+from browsing import SENTENCE_PREFIX
+from browsing import SENTENCES
+from browsing import TIMEOUT_MS
+from browsing import assert_consistent
+from browsing import assert_no_errors
+from browsing import drawn_texts
+from browsing import expected_text
+from browsing import playwright_sync
+from browsing import raced
+from browsing import render_markdown
+from browsing import streaming_texts
+from browsing import words_to_tokens
 
 # -- 1. token-level for the asker, sentence-level for the observer --------------
 

@@ -4,7 +4,6 @@ colour each name gets, a refused name, and the same without JavaScript."""
 from browsing import TIMEOUT_MS
 from browsing import assert_consistent
 from browsing import assert_no_errors
-
 from chat.render.rendering import name_hue
 
 ADA = "Ada Lovelace"

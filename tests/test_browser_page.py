@@ -10,15 +10,13 @@ import urllib.request
 
 import pytest
 
-from browsing import (
-    LONG_REPLY,
-    SENTENCES,
-    assert_consistent,
-    assert_no_errors,
-    expected_text,
-    streaming_texts,
-    words_to_tokens,
-)
+from browsing import LONG_REPLY
+from browsing import SENTENCES
+from browsing import assert_consistent
+from browsing import assert_no_errors
+from browsing import expected_text
+from browsing import streaming_texts
+from browsing import words_to_tokens
 from conftest import fake_model_server
 
 # -- helpers ---------------------------------------------------------------------

@@ -3,15 +3,15 @@ from datetime import timedelta
 
 import gevent
 
+from chat.fanout.hub import Hub
+from chat.llm.tokens import TokenStream
+from chat.stream.watchdog import sweep
 from conftest import ScriptedProvider
 from conftest import csrf_from
-from chat.fanout.hub import Hub
 from models import Chunk
 from models import Message
 from models import ReplyRestart
 from models import utcnow
-from chat.llm.providers import TokenStream
-from chat.stream.watchdog import sweep
 
 HTMX = {"HX-Request": "true"}
 STREAM = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
@@ -433,7 +433,7 @@ def test_footer_without_usage_shows_what_is_known(app, client):
 
 
 def test_the_demo_model_reports_usage_for_a_full_footer(app, client):
-    from chat.llm.providers import DemoProvider
+    from chat.llm.demo import DemoProvider
 
     demo = app.extensions["chat"]["generator"].provider = DemoProvider(token_delay=0.001, first_token_delay=0)
     token = page(client)

@@ -13,11 +13,21 @@ import time
 from datetime import timedelta
 
 import pytest
+
 from browsing import assert_no_errors
 from browsing import expected_text
+from chat.stream import watchdog
+from chat.stream import workers
 from conftest import BACKEND
 from conftest import LiveServer
 from conftest import fake_model_server
+from models import INTERRUPTED
+from models import STREAMING
+from models import Chunk
+from models import Message
+from models import Worker
+from models import db
+from models import utcnow
 from test_faults_process import children
 from test_faults_process import llm_env
 from test_integration import Browser
@@ -27,17 +37,6 @@ from test_integration import message_row
 from test_integration import query
 from test_integration import slow_tokens
 from test_integration import wait_until
-
-from chat.stream import watchdog
-from chat.stream import workers
-from models import INTERRUPTED
-from models import STREAMING
-from models import Chunk
-from models import Message
-from models import Worker
-from models import db
-from models import utcnow
-
 
 # -- deciding who is gone -----------------------------------------------------------
 

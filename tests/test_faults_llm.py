@@ -13,15 +13,15 @@ import urllib.request
 
 import pytest
 
+from body_model import Body
+from body_model import apply_author_stream
+from chat.render.rendering import render_markdown
 from conftest import LiveServer
 from conftest import free_port
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import message_row
 from test_integration import parse_append
-from body_model import Body
-from body_model import apply_author_stream
-from chat.render.rendering import render_markdown
 from test_integration import parse_upsert
 from test_integration import query
 from test_integration import wait_settled

@@ -21,8 +21,8 @@ import urllib.request
 import pytest
 
 from body_model import Body
-from conftest import LiveServer
 from chat.render.rendering import render_markdown
+from conftest import LiveServer
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import author_body
@@ -35,7 +35,6 @@ from test_integration import parse_upsert
 from test_integration import query
 from test_integration import slow_tokens
 from test_integration import wait_until
-
 
 # -- servers ---------------------------------------------------------------------
 

@@ -5,11 +5,11 @@ import pytest
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import Event
 from chat.fanout.hub import Hub
-from models import Chunk
-from models import Message
-from chat.render.rendering import chunk_fragment
 from chat.fanout.sockets import PageSocket
 from chat.fanout.sockets import parse_ids
+from chat.render.rendering import chunk_fragment
+from models import Chunk
+from models import Message
 
 
 class RecordingSocket:

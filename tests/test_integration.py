@@ -23,9 +23,9 @@ from markupsafe import escape
 
 from body_model import Body
 from body_model import apply_author_stream
-from chat.stream.chunking import Chunker
 from chat.render.rendering import chunk_fragment
 from chat.render.rendering import render_markdown
+from chat.stream.chunking import Chunker
 
 UPSERT_OPEN = '<hx-upsert hx-target="#messages" sort>'
 UPSERT_CLOSE = "</hx-upsert>"

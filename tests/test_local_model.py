@@ -22,18 +22,18 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
-from conftest import LiveServer
-from conftest import free_port
 from body_model import Body
 from chat.llm import local_model
 from chat.llm.local_model import MODELS
 from chat.llm.local_model import chosen
 from chat.render.rendering import render_markdown
+from conftest import ROOT
+from conftest import LiveServer
+from conftest import free_port
 from test_integration import Browser
+from test_integration import Socket
 from test_integration import SSEReader
 from test_integration import author_body
-from test_integration import Socket
 from test_integration import parse_append
 from test_integration import parse_upsert
 from test_integration import wait_settled

@@ -3,10 +3,9 @@ applied on start and by the CLI, upgrading an existing database in place (on
 SQLite, and on PostgreSQL in the TEST_DATABASE=postgres pass)."""
 import os
 
+from app import create_app
 from conftest import close_pool
 from conftest import database_url
-
-from app import create_app
 from models import MIGRATIONS
 from models import Message
 from models import db

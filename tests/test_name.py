@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from chat.names import clean_name
+from chat.render.rendering import name_hue
 from conftest import csrf_from
 from models import Message
 from models import NameChange
 from models import utcnow
-from chat.names import clean_name
-from chat.render.rendering import name_hue
 from test_views import wait_until as wait_in_app
 
 HTMX = {"HX-Request": "true"}

@@ -7,8 +7,8 @@ import html
 import re
 
 import pytest
-from conftest import csrf_from
 
+from conftest import csrf_from
 from models import Message
 from models import Room
 

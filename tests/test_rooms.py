@@ -6,8 +6,8 @@ import re
 import pytest
 
 from chat import rooms
-from conftest import csrf_from
 from chat.web.limits import Refused
+from conftest import csrf_from
 from models import Message
 from models import Room
 from test_integration import Browser

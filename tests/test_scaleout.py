@@ -10,12 +10,12 @@ import time
 import psycopg
 import pytest
 
+from body_model import Body
 from conftest import BACKEND
 from conftest import LiveServer
 from conftest import postgres_server
 from test_faults_llm import control
 from test_faults_llm import wait_article
-from body_model import Body
 from test_integration import ARTICLE_RE
 from test_integration import BODY_RE
 from test_integration import Browser

@@ -7,8 +7,8 @@ import time
 import pytest
 import websocket
 
-from conftest import LiveServer
 from browsing import assert_no_errors
+from conftest import LiveServer
 from test_integration import Browser
 from test_integration import SSEReader
 from test_integration import query

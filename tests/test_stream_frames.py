@@ -5,11 +5,11 @@ import re
 import time
 
 import gevent
+from gevent.queue import Queue
+
 from body_model import Body
 from body_model import apply_author_stream
 from body_model import parse_sse
-from gevent.queue import Queue
-
 from chat.render.rendering import render_markdown
 from chat.web.views import stream_reply
 

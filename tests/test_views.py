@@ -3,16 +3,16 @@ import time
 
 import gevent
 import pytest
+
 from body_model import Body
 from body_model import apply_author_stream
 from body_model import parse_sse
-
-from conftest import csrf_from
+from chat.llm.context import SYSTEM_PROMPT
+from chat.llm.context import build_context
 from chat.stream.generation import reply_context
+from conftest import csrf_from
 from models import Chunk
 from models import Message
-from chat.llm.providers import SYSTEM_PROMPT
-from chat.llm.providers import build_context
 from test_controls import PacedProvider
 
 HTMX = {"HX-Request": "true"}

@@ -27,14 +27,14 @@ import gevent
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import RESYNC
 from chat.fanout.hub import Event
+from chat.render.rendering import chunk_fragment
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
 from models import STREAMING
 from models import Chunk
 from models import Message
 from models import db
 from models import is_postgres
-from chat.render.rendering import chunk_fragment
-from chat.render.rendering import render_message
-from chat.render.rendering import upsert
 
 log = logging.getLogger(__name__)
 

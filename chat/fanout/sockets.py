@@ -35,13 +35,13 @@ from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
 
 from chat.fanout.hub import CLOSING
-from chat.fanout.hub import RESYNC
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import PING
-from models import Message
-from models import db
+from chat.fanout.hub import RESYNC
 from chat.render.rendering import render_message
 from chat.render.rendering import upsert
+from models import Message
+from models import db
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,20 @@ from peewee import IntegrityError
 from peewee import InterfaceError
 from peewee import OperationalError
 
-from chat.render.blocks import blocks_of
-from chat.render.blocks import remember
-from chat.stream.chunking import Chunker
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import Event
+from chat.llm.context import build_context
+from chat.llm.context import fit_context
+from chat.llm.tokens import MAX_TOKENS
+from chat.llm.tokens import ModelNotReady
+from chat.llm.tokens import StreamCut
+from chat.render.blocks import blocks_of
+from chat.render.blocks import remember
+from chat.render.rendering import grow_fragment
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
+from chat.stream import workers
+from chat.stream.chunking import Chunker
 from models import COMPLETE
 from models import FAILED
 from models import INTERRUPTED
@@ -30,15 +39,6 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
-from chat.llm.providers import MAX_TOKENS
-from chat.llm.providers import ModelNotReady
-from chat.llm.providers import StreamCut
-from chat.llm.providers import build_context
-from chat.llm.providers import fit_context
-from chat.render.rendering import grow_fragment
-from chat.render.rendering import render_message
-from chat.render.rendering import upsert
-from chat.stream import workers
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,11 @@ from datetime import timedelta
 
 import gevent
 
-from chat.stream import workers
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import Event
+from chat.render.rendering import render_message
+from chat.render.rendering import upsert
+from chat.stream import workers
 from models import INTERRUPTED
 from models import STOPPED
 from models import STREAMING
@@ -28,8 +30,6 @@ from models import Chunk
 from models import Message
 from models import db
 from models import utcnow
-from chat.render.rendering import render_message
-from chat.render.rendering import upsert
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from chat import rooms
-from chat.web import views
 from chat.rooms import DEFAULT_ROOM
 from chat.rooms import room_url
+from chat.web import views
 from chat.web.security import CSRF_HEADER
 from chat.web.security import CsrfRefused
 from chat.web.security import csrf_token
@@ -137,7 +137,8 @@ def composer_page(exc, text, status):
             return views.render_page(room, draft=draft, error=text, status=status)
         except Exception:  # noqa: BLE001 - the page needs the database; the draft does not
             current_app.logger.exception("could not draw the page for a failed post")
-            return render_template("error.html", error=text, status=status, back=room_url(room), room=room, draft=draft), status
+            page = render_template("error.html", error=text, status=status, back=room_url(room), room=room, draft=draft)
+            return page, status
     return views.render_page(room, draft=draft, error=text, status=status)
 
 

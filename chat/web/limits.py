@@ -44,7 +44,8 @@ def check_ask_rate(session_key, config):
     ``ASKS_PER_MINUTE`` for this session."""
     since = _since(60)
     asked = _replies_for(session_key).where(Message.created_at > since).count()
-    asked += ReplyRestart.select().where(ReplyRestart.session_key == session_key, ReplyRestart.created_at > since).count()
+    restarts = ReplyRestart.select().where(ReplyRestart.session_key == session_key, ReplyRestart.created_at > since)
+    asked += restarts.count()
     if asked >= config["ASKS_PER_MINUTE"]:
         raise Refused("You have asked @gpt a lot this minute. Wait a little before asking again.")
 

@@ -1,10 +1,10 @@
 """A first conversation on a fresh database, so a newcomer sees a reply stream."""
 from faker import Faker
 
+from chat.rooms import DEFAULT_ROOM as ROOM
 from models import Flag
 from models import Message
 from models import Room
-from chat.rooms import DEFAULT_ROOM as ROOM
 
 
 def seed_if_empty(app):

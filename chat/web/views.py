@@ -21,7 +21,28 @@ from flask import session
 from gevent.queue import Empty
 from markupsafe import Markup
 
+from chat import rooms
 from chat.fanout.hub import Event
+from chat.fanout.relay import wait_settled
+from chat.fanout.sockets import PageSocket
+from chat.fanout.sockets import parse_ids
+from chat.names import clean_name
+from chat.render.rendering import AuthorBody
+from chat.render.rendering import render_message
+from chat.render.rendering import sse_event
+from chat.render.rendering import upsert
+from chat.rooms import DEFAULT_ROOM
+from chat.rooms import room_url
+from chat.stream.watchdog import settle
+from chat.web.limits import Refused
+from chat.web.limits import check_ask_rate
+from chat.web.limits import check_name_change
+from chat.web.limits import check_post
+from chat.web.limits import check_reply_capacity
+from chat.web.limits import record_name_change
+from chat.web.limits import record_restart
+from chat.web.security import same_origin
+from chat.web.seeding import seed_if_empty
 from models import COMPLETE
 from models import RETRYABLE
 from models import STOPPED
@@ -29,27 +50,6 @@ from models import STREAMING
 from models import Message
 from models import Room
 from models import db
-from chat.render.rendering import render_message
-from chat.render.rendering import AuthorBody
-from chat.render.rendering import sse_event
-from chat.fanout.relay import wait_settled
-from chat.render.rendering import upsert
-from chat.web.security import same_origin
-from chat.web.seeding import seed_if_empty
-from chat.stream.watchdog import settle
-from chat.fanout.sockets import PageSocket
-from chat.fanout.sockets import parse_ids
-from chat.web.limits import Refused
-from chat.web.limits import check_post
-from chat.web.limits import check_ask_rate
-from chat.web.limits import check_reply_capacity
-from chat.web.limits import record_restart
-from chat.web.limits import check_name_change
-from chat.web.limits import record_name_change
-from chat.names import clean_name
-from chat import rooms
-from chat.rooms import DEFAULT_ROOM
-from chat.rooms import room_url
 
 bp = Blueprint("chat", __name__)
 
