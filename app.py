@@ -23,10 +23,14 @@ from chat.rooms import room_url
 from chat.stream import watchdog
 from chat.stream.generation import Generator
 from chat.web import errors
-from chat.web import views
+from chat.web import messages  # noqa: F401  (its routes register on the blueprint)
+from chat.web import naming  # noqa: F401
+from chat.web import pages
+from chat.web.blueprint import bp
 from chat.web.security import add_security_headers
 from chat.web.security import check_csrf
 from chat.web.security import csrf_token
+from chat.web.security import require_utf8_form
 from models import applied_migrations
 from models import db
 from models import init_db
@@ -178,14 +182,15 @@ def create_app(test_config=None):
     if app.config["WATCHDOG_INTERVAL"]:
         gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])
 
-    app.register_blueprint(views.bp)  # its UTF-8 check runs before the CSRF check
+    app.register_blueprint(bp)
     errors.register(app)  # every refusal, whichever layer makes it, in words
     sock = Sock(app)
-    sock.route("/ws", endpoint="socket")(views.socket_route)
+    sock.route("/ws", endpoint="socket")(pages.socket_route)
     app.before_request(decline_compression)
 
     # Queries connect lazily, so a long-lived socket holds no connection.
-    app.before_request(check_csrf)  # registered after the blueprint's hooks
+    app.before_request(require_utf8_form)  # before anything reads the form
+    app.before_request(check_csrf)
 
     @app.teardown_request
     def teardown_request(exc):

@@ -15,10 +15,10 @@ from body_model import apply_author_stream
 from body_model import element_ends
 from body_model import parse_sse
 from chat.render import blocks
-from chat.render.rendering import AuthorBody
 from chat.render.rendering import chunk_fragment
 from chat.render.rendering import grow_fragment
 from chat.render.rendering import render_markdown
+from chat.web.author_stream import AuthorBody
 
 DOCS = {
     "paragraphs": "First paragraph, with *emphasis* and `code`.\n\nSecond one **bold** here.\nA lazy line.\n\nThird.",

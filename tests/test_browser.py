@@ -408,7 +408,7 @@ def test_composer_keys_focus_and_errors(live_server, people):
         assert "empty" in error.text_content().lower()
         assert person.article_ids() == ids
     # Chromium logs every 4xx response as a console error; the app answers an
-    # empty message with 400 on purpose (views.composer_error), so those two
+    # empty message with 400 on purpose (chat.web.messages.composer_error), so those two
     # entries, and only those, are expected.
     refused = [e for e in person.errors if "status of 400" in e and e.endswith("/messages")]
     assert len(refused) == 2, person.errors

@@ -2,13 +2,9 @@
 from markupsafe import Markup
 
 from body_model import Body
-from body_model import apply_author_stream
-from body_model import parse_sse
-from chat.render.rendering import AuthorBody
 from chat.render.rendering import append_fragment
 from chat.render.rendering import ops_fragment
 from chat.render.rendering import render_markdown
-from chat.render.rendering import sse_event
 from chat.render.rendering import upsert
 
 
@@ -50,16 +46,6 @@ def test_append_fragment_escapes_and_targets_the_body():
     assert frag == '<i hx-swap-oob="beforeend:#message-7-body">&lt;b&gt;x&lt;/b&gt; &amp; y</i>'
 
 
-def test_sse_events_split_lines_and_escape_tokens():
-    assert sse_event("a\nb") == "data:a\ndata:b\n\n"
-    assert sse_event("x\r\ny", event="done") == "event:done\ndata:x\ndata:y\n\n"
-    # A parser drops one space after the colon: a line that starts with one keeps it.
-    assert sse_event(" &lt;i&gt;") == "data:  &lt;i&gt;\n\n"
-    assert sse_event(" a\n b\n") == "data:  a\ndata:  b\ndata:\n\n"
-    events = parse_sse(sse_event(" a\nb\n  c") + sse_event("x", event="e"))
-    assert events == [("", " a\nb\n  c"), ("e", "x")]
-
-
 def test_a_piece_names_the_reply_and_each_operation_in_a_few_bytes():
     ops = [("extend", 2, " more"), ("append", "<p>Next</p>"), ("drop", 3)]
     assert ops_fragment(12, ops) == "+12\x1f2  more\x1f0 <p>Next</p>\x1f-3 "
@@ -73,18 +59,6 @@ def test_html_holding_the_separator_goes_as_out_of_band_swaps():
     body = Body(12, "<p>x</p>")
     body.apply(str(fragment))
     assert body.html == "<p>xa\x1fb</p>"
-
-
-def test_author_text_that_starts_with_a_plus_is_not_taken_for_a_piece():
-    author = AuthorBody(3)
-    raw = author.advance("Use C")
-    raw += author.advance("Use C++")
-    raw += author.advance("Use C++ and")
-    events = parse_sse(raw)
-    assert [data for name, data in events if name != "reply-at"][1:] == ["&#43;+", " and"]
-    body = Body(3)
-    apply_author_stream(body, events)
-    assert body.html == "<p>Use C++ and</p>"
 
 
 def test_upsert_wraps_articles_and_escapes_plain_text():

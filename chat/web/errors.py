@@ -21,7 +21,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from chat import rooms
 from chat.rooms import DEFAULT_ROOM
 from chat.rooms import room_url
-from chat.web import views
+from chat.web.messages import composer_error
+from chat.web.naming import NAME_DRAFT
+from chat.web.naming import NAME_ERROR
+from chat.web.naming import local_path
+from chat.web.naming import name_fragment
+from chat.web.pages import render_page
 from chat.web.security import CSRF_HEADER
 from chat.web.security import CsrfRefused
 from chat.web.security import csrf_token
@@ -104,7 +109,7 @@ def handle(exc):
     if request.endpoint == "chat.change_name":
         response = name_refused(text, status, htmx)
     elif htmx:
-        response = views.composer_error(text, status)
+        response = composer_error(text, status)
     elif request.endpoint == "chat.post_message":
         response = composer_page(exc, text, status)
     else:
@@ -116,12 +121,12 @@ def handle(exc):
 
 
 def name_refused(text, status, htmx):
-    next_path = views.local_path(form_value("next"))
+    next_path = local_path(form_value("next"))
     draft = form_value("name")[:200]
     if htmx:
-        return views.name_fragment(status, name_error=text, name_draft=draft, next_path=next_path)
-    flash(text, views.NAME_ERROR)
-    flash(draft, views.NAME_DRAFT)
+        return name_fragment(status, name_error=text, name_draft=draft, next_path=next_path)
+    flash(text, NAME_ERROR)
+    flash(draft, NAME_DRAFT)
     return redirect(next_path, 303)
 
 
@@ -134,19 +139,19 @@ def composer_page(exc, text, status):
         text += " It was too large to keep here: shorten it and paste it again."
     if status >= 500:
         try:
-            return views.render_page(room, draft=draft, error=text, status=status)
+            return render_page(room, draft=draft, error=text, status=status)
         except Exception:  # noqa: BLE001 - the page needs the database; the draft does not
             current_app.logger.exception("could not draw the page for a failed post")
             page = render_template("error.html", error=text, status=status, back=room_url(room), room=room, draft=draft)
             return page, status
-    return views.render_page(room, draft=draft, error=text, status=status)
+    return render_page(room, draft=draft, error=text, status=status)
 
 
 def referrer_path():
     """The path of the page of this site the request came from, or None."""
     referrer = request.referrer or ""
     host = request.host_url
-    return views.local_path("/" + referrer[len(host):]) if referrer.startswith(host) else None
+    return local_path("/" + referrer[len(host):]) if referrer.startswith(host) else None
 
 
 def referred_room():

@@ -2,8 +2,10 @@
 security headers every response carries."""
 import hmac
 import secrets
+from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
+from flask import abort
 from flask import request
 from flask import session
 from werkzeug.exceptions import Forbidden
@@ -67,3 +69,17 @@ def add_security_headers(response):
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+def require_utf8_form():
+    """Refuse a form body that is not UTF-8 (Werkzeug would quietly re-quote or
+    drop the bad bytes, storing something the person never typed). Runs before
+    anything reads the form."""
+    if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    raw = request.get_data(cache=True)  # the form is then parsed from this copy
+    try:
+        parse_qsl(raw.decode("ascii"), encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        abort(400, description="The message could not be read: it is not valid UTF-8 text.")
+    return None
