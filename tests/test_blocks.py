@@ -15,6 +15,8 @@ from body_model import apply_author_stream
 from body_model import element_ends
 from body_model import parse_sse
 from chat.render import blocks
+from chat.render.diff import diff
+from chat.render.diff import extension
 from chat.render.rendering import chunk_fragment
 from chat.render.rendering import grow_fragment
 from chat.render.rendering import render_markdown
@@ -243,7 +245,7 @@ def test_growing_the_last_line_draws_what_a_parse_draws(seed):
             used += 1
             after, depth, html = grown
             assert list(after.html) == list(parsed.html) == fresh(text), repr(text)
-            expected = blocks.diff(state.html, parsed.html)
+            expected = diff(state.html, parsed.html)
             if html.strip():
                 assert expected == [("extend", depth, html)], repr(text)
             elif not html:
@@ -343,7 +345,7 @@ def test_a_quoted_angle_bracket_never_splits_a_tag():
     old = "<ul>\n<li>a</li>\n</ul>"
     title = 'q></x></li>\n<img src=x onerror=alert(1)><b><b>'
     new = '<ul>\n<li>a <a href="http://u" title="{}" rel="nofollow">t</a></li>\n<li>b</li>\n</ul>'.format(title)
-    assert blocks.extension(old, new) == [
+    assert extension(old, new) == [
         (2, ' <a href="http://u" title="{}" rel="nofollow">t</a>'.format(title)),
         (1, "<li>b</li>\n"),
     ]

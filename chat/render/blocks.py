@@ -12,114 +12,18 @@ table needs its delimiter row, ``#`` becomes a heading, ``#x`` then joins the
 paragraph above), and stable blocks never change. Link reference definitions are off, since a
 definition at the end would change a link drawn at the start.
 
-``diff`` turns two states into the few operations that take a page from one to
-the other: append new blocks, extend the last block in place (most tokens only
-add text at the end of the last paragraph, list item or code block), or drop
-the blocks that changed and append their new form.
+``diff`` (diff.py) turns two states into the few operations that take a page
+from one to the other; ``grow`` draws the common case, text added at the end
+of the last line, without parsing again. markdown.py draws each block.
 """
 import re
 from collections import OrderedDict
 
-import nh3
-from markdown_it import MarkdownIt
-from markdown_it.utils import OptionsDict
-from pygments import highlight
-from pygments.formatters import HtmlFormatter
-from pygments.lexers import get_lexer_by_name
-from pygments.token import STANDARD_TYPES
-from pygments.util import ClassNotFound
-
-# Code longer than this is shown without colours (highlighting is CPU bound).
-HIGHLIGHT_LIMIT = 20_000
-
-_ALLOWED_TAGS = {
-    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
-    "hr", "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th",
-    "thead", "tr", "ul",
-}
-_ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "code": {"class"},
-    "ol": {"start"},
-}
-# Only the token classes Pygments writes may reach the page on a span
-# (nh3 then adds "class" to the span's allowed attributes itself).
-_TOKEN_CLASSES = {name for name in STANDARD_TYPES.values() if name}
-_FORMATTER = HtmlFormatter(nowrap=True)
-
-
-def _highlight(code, lang, attrs):
-    """Pygments spans for a fenced block with a known language, else '' (plain)."""
-    if not lang or len(code) > HIGHLIGHT_LIMIT:
-        return ""
-    try:
-        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
-    except ClassNotFound:
-        return ""
-    return highlight(code, lexer, _FORMATTER)
-
-
-_md = MarkdownIt(
-    "commonmark", {"html": False, "linkify": False, "typographer": False, "highlight": _highlight}
-)
-_md.enable(["table", "strikethrough"])
-_md.disable(["reference"])
-
-_default_fence = _md.renderer.rules["fence"]
-_plain_options = OptionsDict(dict(_md.options.items()))
-_plain_options["highlight"] = None
-_CLOSING_FENCE = re.compile(r"[ ]{0,3}(`{3,}|~{3,})[ \t]*\n?\Z")
-
-
-def _fence(self, tokens, idx, options, env):
-    """Highlight a code block only once its closing fence is there: while it is
-    open, its last line grows as plain text (cheap to extend in place)."""
-    if not tokens[idx].meta.get("closed"):
-        options = _plain_options
-    return _default_fence(tokens, idx, options, env)
-
-
-_md.add_render_rule("fence", _fence)
-
-# A column's alignment as a class: the page's Content-Security-Policy allows
-# no inline style, so markdown-it's style="text-align:..." would be refused.
-_ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
-
-
-def _align_classes(state):
-    for token in state.tokens:
-        if token.type not in ("th_open", "td_open") or not token.attrs:
-            continue
-        style = token.attrs.pop("style", "")
-        if style.startswith("text-align:"):
-            token.attrs["class"] = "align-" + style[len("text-align:"):]
-
-
-_md.core.ruler.push("align_classes", _align_classes)
-
-
-_CLEAN_OPTIONS = dict(
-    tags=_ALLOWED_TAGS,
-    attributes=_ALLOWED_ATTRIBUTES,
-    url_schemes={"http", "https", "mailto"},
-    link_rel="nofollow noopener noreferrer",
-    allowed_classes={"span": _TOKEN_CLASSES, "td": _ALIGN_CLASSES, "th": _ALIGN_CLASSES},
-)
-# One sanitizer built once: ``nh3.clean`` builds its rules again on every call,
-# which costs more than cleaning a paragraph.
-_clean = nh3.Cleaner(**_CLEAN_OPTIONS).clean if hasattr(nh3, "Cleaner") else None
-
-
-def sanitize(html):
-    """No raw HTML, only http(s)/mailto links, only Pygments' classes on spans."""
-    if _clean is None:
-        return nh3.clean(html, **_CLEAN_OPTIONS)
-    return _clean(html)
-
-
-def normalize(text):
-    """Line endings as the parser sees them (a prefix stays a prefix)."""
-    return (text or "").replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+from chat.render.diff import diff
+from chat.render.markdown import CLOSING_FENCE
+from chat.render.markdown import MD
+from chat.render.markdown import normalize
+from chat.render.markdown import sanitize
 
 
 class _Cache(OrderedDict):
@@ -148,7 +52,7 @@ _states = _Cache(256)  # whole text -> Blocks
 
 def _parse(src):
     """[(start, end, html)] for the top-level blocks of ``src`` (character offsets)."""
-    tokens = _md.parse(src)
+    tokens = MD.parse(src)
     starts = [0]
     starts.extend(m.end() for m in re.finditer("\n", src))
     groups = []
@@ -168,13 +72,13 @@ def _parse(src):
             for token in part:
                 if token.type == "fence":
                     closing = source.rstrip("\n").rsplit("\n", 1)[-1] if "\n" in source.rstrip("\n") else ""
-                    found = _CLOSING_FENCE.match(closing)
+                    found = CLOSING_FENCE.match(closing)
                     token.meta["closed"] = bool(
                         found and found.group(1)[0] == token.markup[0] and len(found.group(1)) >= len(token.markup)
                     )
             # No newline after the block: a dropped block must leave no text
             # node behind (a piece removes elements, not the text between them).
-            html = sanitize(_md.renderer.render(part, _md.options, {})).rstrip("\n")
+            html = sanitize(MD.renderer.render(part, MD.options, {})).rstrip("\n")
             _block_html.put(source, html)
         spans.append((start, end, html))
     return spans
@@ -436,83 +340,3 @@ def _grow_code(point, old, added, at):
 
 
 # -- from one state to the next ------------------------------------------------
-
-# A tag, its quoted attribute values skipped whole: the sanitizer escapes "<"
-# and ">" inside them, and a quoted ">" must not end the tag even if one did not.
-_TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:"[^"]*"|[^">])*?(/?)>')
-_VOID = {"br", "hr", "img", "input", "wbr"}
-_CLOSING_RUN = re.compile(r"(?:\s|</[a-zA-Z][a-zA-Z0-9]*>)+\Z")
-_CLOSER = re.compile(r"</([a-zA-Z][a-zA-Z0-9]*)>\s*")
-
-
-def extension(old, new):
-    """How ``new`` grows out of ``old`` without changing what ``old`` has: a
-    list of (depth, html) to add at the end of the last element ``depth``
-    levels down the block (1 = the block's own element), innermost first; or
-    None when ``new`` changes something ``old`` already shows.
-
-    ``old`` ends with the closing tags of its last elements; ``new`` must be
-    ``old``'s text up to the first of them, then for each closing tag some
-    whole elements or text, then that same closing tag.
-    """
-    run = _CLOSING_RUN.search(old)
-    if run is None or len(new) <= len(old):
-        return None
-    first = old.find("</", run.start())
-    head = old[:first]
-    segments = [m.group(0) for m in _CLOSER.finditer(old[first:])]
-    if "".join(segments) != old[first:] or not new.startswith(head):
-        return None
-    added, at, depth = [], len(head), 0
-    level = len(segments)
-    for match in _TAG.finditer(new, at):
-        closing, name = match.group(1), match.group(2).lower()
-        if name in _VOID or match.group(3):
-            continue
-        if not closing:
-            depth += 1
-            continue
-        if depth:
-            depth -= 1
-            continue
-        # A closing tag outside what was added: the next of old's closers.
-        segment = segments[len(segments) - level]
-        if not new.startswith(segment, match.start()):
-            return None
-        if match.start() > at:
-            added.append((level, new[at:match.start()]))
-        at = match.start() + len(segment)
-        level -= 1
-        if level == 0:
-            break
-    if level or at != len(new) or not added:
-        return None
-    return added
-
-
-def diff(old, new):
-    """Operations that turn a body showing blocks ``old`` into one showing ``new``.
-
-    ("append", html): add blocks at the end of the body;
-    ("extend", depth, html): add to the last element ``depth`` levels down the
-    last block (several in a row go innermost first: an item's end, then new
-    items); ("drop", k): remove the blocks from the k-th (0-based) on.
-    """
-    old, new = list(old), list(new)
-    common = 0
-    while common < len(old) and common < len(new) and old[common] == new[common]:
-        common += 1
-    if common == len(old):
-        return [("append", "".join(new[common:]))] if common < len(new) else []
-    ops = []
-    grown = None
-    if common == len(old) - 1 and common < len(new):
-        grown = extension(old[common], new[common])
-    if grown is not None:
-        ops.extend(("extend", depth, html) for depth, html in grown)
-        common += 1
-    else:
-        ops.append(("drop", common))
-    if common < len(new):
-        ops.append(("append", "".join(new[common:])))
-    return ops

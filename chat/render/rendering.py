@@ -85,7 +85,7 @@ PIECE_SEP = "\x1f"
 
 
 def piece(message_id, ops):
-    """The piece that applies ``blocks.diff`` operations to a reply's body,
+    """The piece that applies ``diff.diff`` operations to a reply's body,
     or None when some HTML holds the separator itself (``ops_fragment`` then
     uses out-of-band swaps, which htmx applies without the page's help)."""
     parts = [PIECE, str(message_id)]
@@ -103,7 +103,7 @@ def piece(message_id, ops):
 
 
 def oob_fragment(message_id, ops):
-    """Out-of-band swaps that apply ``blocks.diff`` operations to a reply's
+    """Out-of-band swaps that apply ``diff.diff`` operations to a reply's
     body (``append`` is htmx's short name for ``beforeend``; an ``<i>``
     carries the HTML). Never empty: with nothing to change it appends nothing."""
     parts = []
@@ -122,7 +122,7 @@ def oob_fragment(message_id, ops):
 
 
 def ops_fragment(message_id, ops):
-    """What applies ``blocks.diff`` operations to a reply's body on a page:
+    """What applies ``diff.diff`` operations to a reply's body on a page:
     a piece (out-of-band swaps in the rare case it cannot be one).
 
     Every observer gets one per committed chunk, so it is lean. Never empty:

@@ -10,6 +10,7 @@ import time
 from gevent.queue import Empty
 
 from chat.render import blocks
+from chat.render.diff import diff
 from chat.render.rendering import PIECE
 from chat.render.rendering import ops_fragment
 
@@ -52,7 +53,7 @@ class AuthorBody:
         parsing the block again (``blocks.grow``); the events are the same."""
         if final:
             after = blocks.blocks_of(text, base=self.shown, remember=False)
-            ops = blocks.diff(self.shown.html, after.html)
+            ops = diff(self.shown.html, after.html)
         else:
             after, ops = blocks.step(self.shown, self.raw, text)
         if not ops:
