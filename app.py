@@ -12,10 +12,10 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from chat.fanout.frames import decline_compression
 from chat.fanout.hub import Hub
+from chat.fanout.reading import NoReaderThread
 from chat.fanout.relay import Relay
-from chat.fanout.sockets import NoReaderThread
-from chat.fanout.sockets import decline_compression
 from chat.llm.providers import make_provider
 from chat.render.rendering import name_hue
 from chat.render.rendering import render_markdown

@@ -14,30 +14,27 @@ the socket is readable (simple-websocket starts no reader of its own:
 ``NoReaderThread``); whatever they ask for, pongs and the closing handshake
 included, is queued to that writer.
 """
-import functools
-import json
 import logging
-import os
 import re
 import socket
-import struct
 
 import gevent
 from flask import current_app
-from flask import request
 from gevent.queue import Empty
-from gevent.queue import Full
 from simple_websocket import ConnectionClosed
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage
 from wsproto.events import CloseConnection
-from wsproto.events import Message as WsMessage
 from wsproto.events import Ping
 
+from chat.fanout.frames import header_size
+from chat.fanout.frames import shared_frame
+from chat.fanout.frames import text_frame
 from chat.fanout.hub import CLOSING
 from chat.fanout.hub import FINAL
 from chat.fanout.hub import PING
 from chat.fanout.hub import RESYNC
+from chat.fanout.reading import FrameReader
+from chat.fanout.reading import Pong
 from chat.render.rendering import render_message
 from chat.render.rendering import upsert
 from models import Message
@@ -48,60 +45,6 @@ log = logging.getLogger(__name__)
 SNAPSHOT_LIMIT = 100
 # Most queued events one write sends together.
 BATCH = 64
-
-
-class NoReaderThread:
-    """simple-websocket's ``thread_class`` for page sockets: start no reader.
-
-    simple-websocket reads each connection in a thread of its own (a parked
-    greenlet here, with its own stack and frames) and hands messages over to
-    a second one blocked in ``receive``. A page socket reads its frames from
-    an event-loop callback instead (``PageSocket.serve``)."""
-
-    name = "page socket"
-
-    def __init__(self, target=None, **kwargs):
-        pass
-
-    def start(self):
-        pass
-
-
-def decline_compression():
-    """Before the socket route: forget the page's ``permessage-deflate`` offer.
-
-    Browsers always offer it and simple-websocket accepts it, and then every
-    socket keeps a zlib compressor of its own for as long as it is open
-    (about 100 KB resident once a message went through it), several times
-    what the rest of an idle socket costs; each fragment would also be
-    compressed once per socket instead of rendered once for all. Frames go out
-    uncompressed instead."""
-    if request.endpoint == "socket":
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-
-
-def text_frame(html):
-    """A whole unmasked text frame from the server carrying ``html`` (no
-    extension is ever negotiated on a page socket: ``decline_compression``)."""
-    data = str(html).encode("utf-8")
-    size = len(data)
-    if size < 126:
-        head = bytes((0x81, size))
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, size)
-    return head + data
-
-
-# A hub event's fragment goes to every socket of the room: framed once.
-shared_frame = functools.lru_cache(maxsize=64)(text_frame)
-
-
-def _header_size(frame_size):
-    return 2 if frame_size < 128 else 4 if frame_size < (1 << 16) + 4 else 10
-
-
 # An id as pages send it: ASCII digits only (str.isdigit() also takes "²",
 # which int() refuses).
 _ID = re.compile(r"[0-9]{1,18}")
@@ -115,9 +58,7 @@ def parse_ids(value, limit=200):
         if _ID.fullmatch(part):
             ids.append(int(part))
     return ids
-
-
-class PageSocket:
+class PageSocket(FrameReader):
     """The server side of one page's socket; ``ws`` needs send/receive/close."""
 
     # Kept for as long as the page stays open: no per-instance dict.
@@ -172,7 +113,7 @@ class PageSocket:
             return
         frame = shared_frame(html) if shared else text_frame(html)
         self._out.append(frame)
-        self.sent += len(frame) - _header_size(len(frame))
+        self.sent += len(frame) - header_size(len(frame))
 
     def _flush(self):
         """Write every queued message in one go (one system call for a burst)."""
@@ -248,7 +189,7 @@ class PageSocket:
         if event is PING:  # pings keep idle sockets open through proxies
             self._write(Ping())
             return
-        if isinstance(event, _Pong):
+        if isinstance(event, Pong):
             self._write(event.event)
             return
         if isinstance(event, tuple):  # the page lost its own stream of this reply
@@ -351,94 +292,6 @@ class PageSocket:
             # reconnects and resyncs instead of looking live while receiving nothing.
             self._cut()
 
-    def _start_reading(self):
-        """Start reading the page's frames; returns what stops it."""
-        if not isinstance(getattr(self.ws, "thread", None), NoReaderThread):
-            # A stand-in socket in tests, or a socket whose library reads it
-            # itself: take its messages from ``receive``.
-            reader = gevent.spawn(self._receive_loop)
-            return lambda: reader.kill(block=False)
-        # Past the handshake, the frame protocol is all the socket needs; the
-        # handshake's HTTP parser and the request it read go (a few KB a socket).
-        if self.ws.ws.connection is not None:
-            self.ws.ws = self.ws.ws.connection
-        self._incoming = []
-        self._incoming_size = 0
-        watcher = gevent.get_hub().loop.io(self.ws.sock.fileno(), 1)  # 1: readable
-        watcher.start(self._on_readable, watcher)
-        return watcher.close
-
-    def _receive_loop(self):
-        try:
-            while True:
-                data = self.ws.receive(timeout=10)
-                if data is not None:
-                    self._on_message(data)
-        except ConnectionClosed:
-            self._ended = True
-            self._wake(_GONE)
-
-    def _on_readable(self, watcher):
-        """Read what the page sent (called by the event loop: never blocks)."""
-        try:
-            data = os.read(self.ws.sock.fileno(), self.ws.receive_bytes)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        try:
-            if not data:
-                self._gone(watcher)
-                return
-            connection = self.ws.ws
-            connection.receive_data(data)
-            for event in connection.events():
-                if isinstance(event, WsMessage):  # text or bytes, maybe in pieces
-                    self._incoming_size += len(event.data)
-                    if self.ws.max_message_size and self._incoming_size > self.ws.max_message_size:
-                        self._gone(watcher, CloseConnection(1009, "Message is too big"))
-                        return
-                    self._incoming.append(event.data)
-                    if event.message_finished:
-                        if isinstance(event, BytesMessage):
-                            self._on_message(b"".join(self._incoming))
-                        else:
-                            self._on_message("".join(self._incoming))
-                        self._incoming = []
-                        self._incoming_size = 0
-                elif isinstance(event, Ping):
-                    self._wake(_Pong(event.response()))
-                elif isinstance(event, CloseConnection):
-                    self.ws.close_reason = event.code
-                    self.ws.close_message = event.reason
-                    self._gone(watcher, event.response())
-                    return
-        except Exception:
-            log.exception("reading the socket of page %s failed", self.page)
-            self._gone(watcher)
-
-    def _on_message(self, data):
-        request = _parse_request(data)
-        if request is not None:
-            self.sub.offer(request)
-
-    def _gone(self, watcher, last=None):
-        """The page closed, or must be closed: stop reading, and have the
-        writer stop, before anything else it has queued, after it sends
-        ``last`` (the answer to the page's Close, or ours)."""
-        watcher.stop()
-        self._ended = True
-        self._last = last
-        self._wake(_GONE)
-
-    def _wake(self, item):
-        """Queue ``item`` to the writer, past the viewer's limit: a full queue
-        means the socket was already cut, and the writer ends at its next send."""
-        try:
-            self.sub.queue.put_nowait(item)
-        except Full:
-            pass
-
 
 def _aside(work):
     """``work()`` in a greenlet of its own, in this app's context. peewee keeps
@@ -454,33 +307,5 @@ def _aside(work):
     return gevent.spawn(run).get()
 
 
-class _Pong:
-    """The answer to a ping from the page, for the writer to send."""
-
-    __slots__ = ("event",)
-
-    def __init__(self, event):
-        self.event = event
-
-
-# Queued to wake the writer when the page went away.
-_GONE = object()
-
-
 class _Closing(Exception):
     """The hub asked every socket to close (the process is shutting down)."""
-
-
-def _parse_request(data):
-    """``{"follow": id}`` from the page; anything else is ignored."""
-    if not isinstance(data, str) or len(data) > 200:
-        return None
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return None
-    follow = payload.get("follow") if isinstance(payload, dict) else None
-    # Exactly an int (not a bool) that fits a database id.
-    if type(follow) is int and 0 < follow < 2**63:
-        return ("follow", follow)
-    return None
