@@ -21,8 +21,6 @@ from chat.fanout.hub import Event
 from chat.llm.context import build_context
 from chat.llm.context import fit_context
 from chat.llm.tokens import MAX_TOKENS
-from chat.llm.tokens import ModelNotReady
-from chat.llm.tokens import StreamCut
 from chat.render.blocks import blocks_of
 from chat.render.blocks import remember
 from chat.render.rendering import grow_fragment
@@ -30,6 +28,10 @@ from chat.render.rendering import render_message
 from chat.render.rendering import upsert
 from chat.stream import workers
 from chat.stream.chunking import Chunker
+from chat.stream.upstream import DONE
+from chat.stream.upstream import Upstream
+from chat.stream.upstream import describe_error
+from chat.stream.upstream import left_out_note
 from models import COMPLETE
 from models import FAILED
 from models import INTERRUPTED
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 FANOUT_MODES = ("append", "whole-per-chunk", "whole-per-token")
 
-_DONE = object()
 _STOP = object()  # the asker pressed Stop
 _INTERRUPT = object()  # the process is shutting down
 
@@ -249,7 +250,7 @@ class Generator:
                 except Empty:
                     commit(chunker.flush_due())
                     continue
-                if item is _DONE:
+                if item is DONE:
                     break
                 if item is _STOP or item is _INTERRUPT:
                     # Closing the upstream response is what makes the model stop.
@@ -387,64 +388,3 @@ class Generator:
             self.hub.publish(Event("settle", reply.room, reply.id, len(committed), flip, generation.page))
         else:
             self.hub.publish(Event("article", reply.room, reply.id, FINAL, html, generation.page))
-
-
-class Upstream:
-    """The model request of one reply, read in its own greenlet."""
-
-    def __init__(self, provider, messages):
-        self.provider = provider
-        self.messages = messages
-        self.stream = None
-
-    def read_into(self, queue):
-        """Open the stream and pull its tokens into ``queue``, then _DONE (or
-        the exception that ended it)."""
-        try:
-            self.stream = self.provider.stream(self.messages)
-            for token in self.stream:
-                queue.put(token)
-            queue.put(_DONE)
-        except Exception as exc:
-            queue.put(exc)
-
-    @property
-    def usage(self):
-        return (self.stream.usage if self.stream is not None else None) or {}
-
-    def close(self):
-        """Close the upstream response: the model stops spending tokens."""
-        if self.stream is not None:
-            self.stream.close()
-
-
-def left_out_note(dropped):
-    """What a reply says when history was left out to fit the model's context."""
-    if not dropped:
-        return None
-    if dropped == 1:
-        return "The oldest message was left out to fit the model's context."
-    return "The {} oldest messages were left out to fit the model's context.".format(dropped)
-
-
-def describe_error(exc):
-    """A human-readable reason for a failed reply, with no keys or internals."""
-    if isinstance(exc, ModelNotReady):
-        return "The model's server did not answer for {:g} s: it may still be starting. Try again in a moment.".format(
-            exc.seconds
-        )
-    status = getattr(exc, "status_code", None)
-    if status == 401:
-        return "The model provider rejected the API key."
-    if status == 429:
-        return "The model provider is rate limiting us. Try again in a moment."
-    if status is not None and status >= 500:
-        return "The model provider had an error ({}). Try again.".format(status)
-    if isinstance(exc, StreamCut):
-        return "The connection to the model broke mid-reply."
-    name = type(exc).__name__
-    if "Timeout" in name:
-        return "The model took too long to answer."
-    if "Connection" in name:
-        return "Could not reach the model provider."
-    return "The reply was cut off by an error."
