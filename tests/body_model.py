@@ -1,6 +1,6 @@
 """A model of a reply body in a page, for tests without a browser: it applies
 the pieces and out-of-band swaps of ``rendering.ops_fragment`` and the
-author's stream events the way static/app.js and htmx do, on the body's HTML
+author's stream events the way static/js/stream.js, static/js/pieces.js and htmx do, on the body's HTML
 as a string."""
 import re
 
@@ -94,7 +94,7 @@ class Body:
 
 def apply_author_stream(body, events):
     """Apply an author's event stream (a list of (event name, data)) to ``body``
-    the way static/app.js and hx-sse do; returns the article events."""
+    the way static/js/ and hx-sse do; returns the article events."""
     depth = None
     articles = []
     for name, data in events:

@@ -72,7 +72,7 @@ def _wrapper(html):
 
 
 # A piece: the compact frame that grows a reply's body, applied by
-# static/app.js (``applyPiece``) wherever it arrives, socket or stream.
+# static/js/pieces.js (``applyPiece``) wherever it arrives, socket or stream.
 # "+" and the reply's id, then each operation after a U+001F: "<depth> <html>"
 # adds ``html`` at the end of the last element ``depth`` levels below the body
 # (0: the body itself); "-<k> " removes the body's blocks from the k-th

@@ -33,7 +33,7 @@ class AuthorBody:
 
     The page's stream swaps plain events ``beforeend`` into the element named
     by its last ``reply-at`` event (a depth below the reply body, see
-    ``static/app.js``); most events are just the HTML added at the end of the
+    ``static/js/stream.js``); most events are just the HTML added at the end of the
     last paragraph, list item or code line. Anything else goes as a piece, the
     same one observers get.
     """

@@ -116,7 +116,7 @@ def handle(exc):
         response = render_template("error.html", error=text, status=status, back=back_path()), status
     if isinstance(exc, CsrfRefused):
         response = current_app.make_response(response)
-        response.headers[CSRF_HEADER] = csrf_token()  # the page's forms take it (static/app.js)
+        response.headers[CSRF_HEADER] = csrf_token()  # the page's forms take it (static/js/composer.js)
     return response
 
 
