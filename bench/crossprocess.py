@@ -64,10 +64,10 @@ def append_times(frames, reply_id):
 def run_crossprocess(opts, fake, workdir, log):
     """{"same": [s], "other": [s], "replies", "chunks"} or None when PostgreSQL is missing."""
     try:
-        from pg import PostgresServer
-        from pg import find_bin
+        from support.pg import PostgresServer
+        from support.pg import find_bin
     except ImportError:
-        return None, ["tests/pg.py not found"]
+        return None, ["tests/support/pg.py not found"]
     if not find_bin("initdb"):
         log("  PostgreSQL is not installed: skipped (apt-get install postgresql)")
         return None, ["PostgreSQL is not installed"]

@@ -1,6 +1,6 @@
 """The fake OpenAI-compatible model, with a send time per token.
 
-``tests/fake_openai.py``'s ``FakeOpenAI`` runs in a child process of the
+``tests/support/fake_openai.py``'s ``FakeOpenAI`` runs in a child process of the
 benchmark; it streams the tokens a request's key names and records
 ``time.monotonic()`` as it writes each one."""
 import http.client
@@ -17,8 +17,8 @@ from bench.replies import script_of
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from fake_openai import FakeOpenAI  # noqa: E402
-from fake_openai import _Handler  # noqa: E402
+from support.fake_openai import FakeOpenAI  # noqa: E402
+from support.fake_openai import _Handler  # noqa: E402
 
 
 class _TimedHandler(_Handler):

@@ -148,7 +148,7 @@ def _setup(add, opts, row):
         "bandwidth servers run with `SOCKET_QUEUE_SIZE=100000` so that the per-token baseline measures "
         "bytes rather than the slow-viewer cut-off; the capacity server keeps the app's default ({}).".format(
             app_default("CHUNK_SIZE_CAP"), app_default("CHUNK_TIME_CAP"), app_default("SOCKET_QUEUE_SIZE")))
-    add("- **Model**: `tests/fake_openai.py`'s `FakeOpenAI` in a child process of the benchmark (a "
+    add("- **Model**: `tests/support/fake_openai.py`'s `FakeOpenAI` in a child process of the benchmark (a "
         "subclass that timestamps each token as it writes it), reached by the app through the real "
         "`openai` SDK. "
         "Replies are synthetic English-like text: words with a leading space, punctuation as separate "

@@ -2,7 +2,7 @@
 
 Starts the real server -- gunicorn with one gevent worker, SQLite in a
 temporary directory, SEED_DEMO=0, rate limits raised through the environment
--- against a fake OpenAI-compatible server (tests/fake_openai.py, in a child
+-- against a fake OpenAI-compatible server (tests/support/fake_openai.py, in a child
 process of this one) that streams synthetic English-like word tokens. Real
 clients drive it: askers post an @gpt question and read their reply's event
 stream with http.client (the capacity levels spread them over a few client

@@ -1,4 +1,4 @@
-"""CPU per streamed chunk in OpenAIProvider.stream, against tests/fake_openai.py.
+"""CPU per streamed chunk in OpenAIProvider.stream, against tests/support/fake_openai.py.
 
 The fake server runs in this process's threads; only the reading thread's CPU
 (time.thread_time) is counted, so the figure is the provider's own cost:
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from chat.llm.openai_compat import OpenAIProvider  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from support.fake_openai import FakeOpenAI  # noqa: E402
 
 
 def one_run(provider, fake, chunks):

@@ -9,7 +9,7 @@ from bench import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from body_model import Body  # noqa: E402  (the same model of a reply body the tests use)
+from support.body import Body  # noqa: E402  (the same model of a reply body the tests use)
 
 _ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>')
 _STATUS_RE = re.compile(r'data-status="(\w+)"')

@@ -10,16 +10,18 @@ import sys
 import time
 import urllib.request
 
+import gevent
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+
 from app import create_app  # noqa: E402
 from chat.llm.tokens import TokenStream  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
-from pg import PostgresServer  # noqa: E402
+from support.fake_openai import FakeOpenAI  # noqa: E402
+from support.pg import PostgresServer  # noqa: E402
 
 
 class ScriptedProvider:
@@ -235,7 +237,7 @@ def demo_server(tmp_path):
 def ws_open():
     """Open page sockets on any server; all are closed before servers stop
     (request this fixture after the server's)."""
-    from test_integration import Socket
+    from support.live import Socket
 
     opened = []
 
@@ -252,7 +254,7 @@ def ws_open():
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium for the whole run (each person gets a fresh context)."""
-    browsing = pytest.importorskip("browsing")
+    browsing = pytest.importorskip("support.browser")
     with browsing.playwright_sync.sync_playwright() as p:
         b = browsing.launch(p)
         yield b
@@ -263,7 +265,7 @@ def browser():
 def people(browser):
     """A factory of people (``people(server, **context_options)``: viewport,
     time zone, locale, JavaScript...); at teardown their contexts close."""
-    from browsing import Person
+    from support.browser import Person
 
     made = []
 
@@ -275,3 +277,31 @@ def people(browser):
     yield make
     for person in made:
         person.close()
+
+
+class PacedProvider(ScriptedProvider):
+    """Scripted replies whose tokens come ``delay`` seconds apart; ``usage``
+    (None: the server reports none) as a real server would send it at the end."""
+
+    model = "paced"
+
+    def __init__(self, delay=0.02, usage=True):
+        super().__init__()
+        self.delay = delay
+        self.usage = usage
+
+    def stream(self, messages):
+        self.requests.append(messages)
+        tokens = self.replies.pop(0) if self.replies else ["Hello", " there", "."]
+        stream = TokenStream(None)
+
+        def generate():
+            for i, token in enumerate(tokens):
+                if i:
+                    gevent.sleep(self.delay)
+                yield token
+            if self.usage:
+                stream.usage = {"prompt_tokens": 11, "completion_tokens": len(tokens)}
+
+        stream._tokens = generate()
+        return stream

@@ -11,13 +11,13 @@ import time
 import gevent
 from gevent.queue import Queue
 
-from body_model import Body
-from body_model import apply_author_stream
-from body_model import parse_sse
 from chat.render.rendering import render_markdown
 from chat.web.author_stream import AuthorBody
 from chat.web.author_stream import sse_event
 from chat.web.author_stream import stream_reply
+from support.body import Body
+from support.body import apply_author_stream
+from support.body import parse_sse
 
 
 class Generation:

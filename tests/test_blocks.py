@@ -10,10 +10,6 @@ import re
 
 import pytest
 
-from body_model import Body
-from body_model import apply_author_stream
-from body_model import element_ends
-from body_model import parse_sse
 from chat.render import blocks
 from chat.render.diff import diff
 from chat.render.diff import extension
@@ -21,6 +17,10 @@ from chat.render.rendering import chunk_fragment
 from chat.render.rendering import grow_fragment
 from chat.render.rendering import render_markdown
 from chat.web.author_stream import AuthorBody
+from support.body import Body
+from support.body import apply_author_stream
+from support.body import element_ends
+from support.body import parse_sse
 
 DOCS = {
     "paragraphs": "First paragraph, with *emphasis* and `code`.\n\nSecond one **bold** here.\nA lazy line.\n\nThird.",

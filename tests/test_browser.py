@@ -2,21 +2,21 @@
 asker streaming token by token and the observer sentence by sentence."""
 import time
 
-from browsing import HTMX_ORDER
-from browsing import HTMX_SETTLED
-from browsing import LONG_REPLY
-from browsing import SENTENCE_PREFIX
-from browsing import SENTENCES
-from browsing import TIMEOUT_MS
-from browsing import assert_consistent
-from browsing import assert_no_errors
-from browsing import drawn_texts
-from browsing import expected_text
-from browsing import playwright_sync
-from browsing import raced
-from browsing import render_markdown
-from browsing import streaming_texts
-from browsing import words_to_tokens
+from support.browser import HTMX_ORDER
+from support.browser import HTMX_SETTLED
+from support.browser import LONG_REPLY
+from support.browser import SENTENCE_PREFIX
+from support.browser import SENTENCES
+from support.browser import TIMEOUT_MS
+from support.browser import assert_consistent
+from support.browser import assert_no_errors
+from support.browser import drawn_texts
+from support.browser import expected_text
+from support.browser import playwright_sync
+from support.browser import raced
+from support.browser import render_markdown
+from support.browser import streaming_texts
+from support.browser import words_to_tokens
 
 # -- 1. token-level for the asker, sentence-level for the observer --------------
 

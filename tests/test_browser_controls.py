@@ -1,16 +1,16 @@
 """Reply controls in a real browser: Stop, Retry and Regenerate clicked on the
 page by the asker, what an observer's page shows meanwhile, and the footer
 and status badges of finished replies."""
-from browsing import LONG_REPLY
-from browsing import assert_consistent
-from browsing import assert_no_errors
-from browsing import drawn_texts
-from browsing import expected_text
-from browsing import playwright_sync
-from browsing import streaming_texts
-from browsing import words_to_tokens
-from test_integration import message_row
-from test_integration import wait_until
+from support.browser import LONG_REPLY
+from support.browser import assert_consistent
+from support.browser import assert_no_errors
+from support.browser import drawn_texts
+from support.browser import expected_text
+from support.browser import playwright_sync
+from support.browser import streaming_texts
+from support.browser import words_to_tokens
+from support.live import message_row
+from support.live import wait_until
 
 FIRST = "The first answer says one thing. It is short."
 SECOND = (

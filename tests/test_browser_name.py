@@ -1,10 +1,10 @@
 """Changing one's name in a real browser: the top bar's form by keyboard, the
 name on new and old messages on both people's pages, "(you)" by session, the
 colour each name gets, a refused name, and the same without JavaScript."""
-from browsing import TIMEOUT_MS
-from browsing import assert_consistent
-from browsing import assert_no_errors
 from chat.render.rendering import name_hue
+from support.browser import TIMEOUT_MS
+from support.browser import assert_consistent
+from support.browser import assert_no_errors
 
 ADA = "Ada Lovelace"
 BOB = "Bob Marley"

@@ -10,14 +10,14 @@ import urllib.request
 
 import pytest
 
-from browsing import LONG_REPLY
-from browsing import SENTENCES
-from browsing import assert_consistent
-from browsing import assert_no_errors
-from browsing import expected_text
-from browsing import streaming_texts
-from browsing import words_to_tokens
 from conftest import fake_model_server
+from support.browser import LONG_REPLY
+from support.browser import SENTENCES
+from support.browser import assert_consistent
+from support.browser import assert_no_errors
+from support.browser import expected_text
+from support.browser import streaming_texts
+from support.browser import words_to_tokens
 
 # -- helpers ---------------------------------------------------------------------
 

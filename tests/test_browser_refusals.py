@@ -7,9 +7,9 @@ say so and keep the draft."""
 import re
 import sqlite3
 
-from browsing import TIMEOUT_MS
-from browsing import assert_no_errors
 from conftest import fake_model_server
+from support.browser import TIMEOUT_MS
+from support.browser import assert_no_errors
 
 
 def error_text(person, selector="#composer-error"):

@@ -6,9 +6,9 @@ import urllib.request
 from datetime import datetime
 from datetime import timedelta
 
-from browsing import assert_consistent
-from browsing import assert_no_errors
-from browsing import words_to_tokens
+from support.browser import assert_consistent
+from support.browser import assert_no_errors
+from support.browser import words_to_tokens
 
 
 def insert_messages(database_url, room, n):

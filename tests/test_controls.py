@@ -6,7 +6,7 @@ import gevent
 from chat.fanout.hub import Hub
 from chat.llm.tokens import TokenStream
 from chat.stream.watchdog import sweep
-from conftest import ScriptedProvider
+from conftest import PacedProvider
 from conftest import csrf_from
 from models import Chunk
 from models import Message
@@ -191,32 +191,6 @@ def test_a_silent_model_still_shows_the_reply_is_alive(app, client):
 # -- Regenerate -------------------------------------------------------------------
 
 
-class PacedProvider(ScriptedProvider):
-    """Scripted replies whose tokens come ``delay`` seconds apart; ``usage``
-    (None: the server reports none) as a real server would send it at the end."""
-
-    model = "paced"
-
-    def __init__(self, delay=0.02, usage=True):
-        super().__init__()
-        self.delay = delay
-        self.usage = usage
-
-    def stream(self, messages):
-        self.requests.append(messages)
-        tokens = self.replies.pop(0) if self.replies else ["Hello", " there", "."]
-        stream = TokenStream(None)
-
-        def generate():
-            for i, token in enumerate(tokens):
-                if i:
-                    gevent.sleep(self.delay)
-                yield token
-            if self.usage:
-                stream.usage = {"prompt_tokens": 11, "completion_tokens": len(tokens)}
-
-        stream._tokens = generate()
-        return stream
 
 
 def control(client, token, reply_id, action, htmx=True):

@@ -14,8 +14,6 @@ from datetime import timedelta
 
 import pytest
 
-from browsing import assert_no_errors
-from browsing import expected_text
 from chat.stream import watchdog
 from chat.stream import workers
 from conftest import BACKEND
@@ -28,15 +26,17 @@ from models import Message
 from models import Worker
 from models import db
 from models import utcnow
-from test_faults_process import children
-from test_faults_process import llm_env
-from test_integration import Browser
-from test_integration import SSEReader
-from test_integration import chunk_rows
-from test_integration import message_row
-from test_integration import query
-from test_integration import slow_tokens
-from test_integration import wait_until
+from support.browser import assert_no_errors
+from support.browser import expected_text
+from support.live import Browser
+from support.live import SSEReader
+from support.live import children
+from support.live import chunk_rows
+from support.live import llm_env
+from support.live import message_row
+from support.live import query
+from support.live import slow_tokens
+from support.live import wait_until
 
 # -- deciding who is gone -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Check that tests/fake_openai.py is consumable by the real openai SDK."""
+"""Check that tests/support/fake_openai.py is consumable by the real openai SDK."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import openai
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fake_openai import FakeOpenAI  # noqa: E402
+from support.fake_openai import FakeOpenAI  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello please"}]
 
@@ -118,7 +118,7 @@ def test_first_token_delay(server, client):
 
 
 def test_runs_as_subprocess():
-    script = os.path.join(os.path.dirname(__file__), "fake_openai.py")
+    script = os.path.join(os.path.dirname(__file__), "support", "fake_openai.py")
     with subprocess.Popen([sys.executable, script, "--port", "0", "--delay", "0"],
                           stdout=subprocess.PIPE, text=True) as proc:
         try:

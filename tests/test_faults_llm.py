@@ -13,19 +13,21 @@ import urllib.request
 
 import pytest
 
-from body_model import Body
-from body_model import apply_author_stream
 from chat.render.rendering import render_markdown
 from conftest import LiveServer
 from conftest import free_port
-from test_integration import Browser
-from test_integration import SSEReader
-from test_integration import message_row
-from test_integration import parse_append
-from test_integration import parse_upsert
-from test_integration import query
-from test_integration import wait_settled
-from test_integration import wait_until
+from support.body import Body
+from support.body import apply_author_stream
+from support.live import Browser
+from support.live import SSEReader
+from support.live import control
+from support.live import message_row
+from support.live import parse_append
+from support.live import parse_upsert
+from support.live import query
+from support.live import wait_article
+from support.live import wait_settled
+from support.live import wait_until
 
 API_KEY = "test-key"
 
@@ -66,37 +68,10 @@ def observer_for(ws_open, server, author, watcher):
     return sock, 1
 
 
-def control(browser, reply_id, action, htmx=True):
-    """POST /messages/<id>/<action> (stop or retry) as ``browser``."""
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": browser.csrf}
-    if htmx:
-        headers["HX-Request"] = "true"
-    request = urllib.request.Request(
-        "{}/messages/{}/{}".format(browser.server.url, reply_id, action), data=b"", headers=headers, method="POST"
-    )
-    return browser._open(request)
 
 
-def article_for(data, reply_id):
-    """The article for ``reply_id`` in an upsert fragment, or None."""
-    if parse_append(data):
-        return None
-    for article in parse_upsert(data):
-        if article["id"] == reply_id:
-            return article
-    return None
 
 
-def wait_article(sock, reply_id, status, timeout=8):
-    """The first article for ``reply_id`` with ``status`` the socket receives."""
-    def find(frames):
-        for data in frames:
-            article = article_for(data, reply_id)
-            if article and article["status"] == status:
-                return article
-        return None
-
-    return sock.wait_frames(find, timeout, what="{} article for {}".format(status, reply_id))
 
 
 def notice(article_html):

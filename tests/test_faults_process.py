@@ -20,30 +20,28 @@ import urllib.request
 
 import pytest
 
-from body_model import Body
 from chat.render.rendering import render_markdown
 from conftest import LiveServer
-from test_integration import Browser
-from test_integration import SSEReader
-from test_integration import author_body
-from test_integration import chunk_rows
-from test_integration import chunks_of
-from test_integration import fragments_for
-from test_integration import message_row
-from test_integration import parse_append
-from test_integration import parse_upsert
-from test_integration import query
-from test_integration import slow_tokens
-from test_integration import wait_until
+from support.body import Body
+from support.live import Browser
+from support.live import SSEReader
+from support.live import author_body
+from support.live import children
+from support.live import chunk_rows
+from support.live import chunks_of
+from support.live import dead
+from support.live import fragments_for
+from support.live import llm_env
+from support.live import message_row
+from support.live import parse_append
+from support.live import parse_upsert
+from support.live import query
+from support.live import slow_tokens
+from support.live import wait_until
 
 # -- servers ---------------------------------------------------------------------
 
 
-def llm_env(fake, **extra):
-    """Environment for a server whose model is ``fake``, plus settings."""
-    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url, "OPENAI_MODEL": "fake-model"}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
 
 
 @pytest.fixture
@@ -110,19 +108,8 @@ def page_body(frames, message_id):
     return status, (body.html if body is not None else None)
 
 
-def children(pid):
-    """Child process ids of ``pid`` (Linux)."""
-    with open("/proc/{0}/task/{0}/children".format(pid)) as f:
-        return [int(p) for p in f.read().split()]
 
 
-def dead(pid):
-    """True once ``pid`` has exited (a zombie not yet reaped counts as dead)."""
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def read_events(reader, into):

@@ -22,7 +22,6 @@ import urllib.request
 
 import pytest
 
-from body_model import Body
 from chat.llm import local_model
 from chat.llm.local_model import MODELS
 from chat.llm.local_model import chosen
@@ -30,13 +29,14 @@ from chat.render.rendering import render_markdown
 from conftest import ROOT
 from conftest import LiveServer
 from conftest import free_port
-from test_integration import Browser
-from test_integration import Socket
-from test_integration import SSEReader
-from test_integration import author_body
-from test_integration import parse_append
-from test_integration import parse_upsert
-from test_integration import wait_settled
+from support.body import Body
+from support.live import Browser
+from support.live import Socket
+from support.live import SSEReader
+from support.live import author_body
+from support.live import parse_append
+from support.live import parse_upsert
+from support.live import wait_settled
 from test_small_model import procfile_line
 
 EXTRA = ("llama_cpp", "uvicorn") + tuple(model.package for model in MODELS.values())

@@ -13,7 +13,7 @@ from conftest import csrf_from
 from models import Message
 from models import NameChange
 from models import utcnow
-from test_views import wait_until as wait_in_app
+from support.app_client import wait_until as wait_in_app
 
 HTMX = {"HX-Request": "true"}
 ME = re.compile(r'<strong class="me">(.*?)</strong>')

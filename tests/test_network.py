@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from browsing import assert_no_errors
-from browsing import streaming_texts
-from browsing import words_to_tokens
+from support.browser import assert_no_errors
+from support.browser import streaming_texts
+from support.browser import words_to_tokens
 
 REPLY = (
     "First, the network can drop at any moment. Second, a page must never show a sentence twice. "
@@ -168,7 +168,7 @@ def test_a_page_open_across_a_server_restart_ends_exact(tmp_path, fake_llm, peop
     timeout, the page's socket is closed with 1012, and once the next process
     listens on the same port the page reconnects and shows the stored reply."""
     from conftest import LiveServer
-    from test_integration import query
+    from support.live import query
 
     env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": fake_llm.base_url}
     tokens = words_to_tokens(REPLY)

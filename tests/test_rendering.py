@@ -1,11 +1,11 @@
 """Markdown is sanitized, user text is escaped, fragments are lean."""
 from markupsafe import Markup
 
-from body_model import Body
 from chat.render.rendering import append_fragment
 from chat.render.rendering import ops_fragment
 from chat.render.rendering import render_markdown
 from chat.render.rendering import upsert
+from support.body import Body
 
 
 def test_markdown_renders_lists_code_and_emphasis():

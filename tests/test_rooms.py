@@ -10,11 +10,11 @@ from chat.web.limits import Refused
 from conftest import csrf_from
 from models import Message
 from models import Room
-from test_integration import Browser
-from test_integration import parse_upsert
-from test_views import STREAM
-from test_views import sse_events
-from test_views import wait_until as wait_in_app
+from support.app_client import STREAM
+from support.app_client import sse_events
+from support.app_client import wait_until as wait_in_app
+from support.live import Browser
+from support.live import parse_upsert
 
 HTMX = {"HX-Request": "true"}
 

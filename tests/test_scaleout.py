@@ -10,26 +10,26 @@ import time
 import psycopg
 import pytest
 
-from body_model import Body
 from conftest import BACKEND
 from conftest import LiveServer
 from conftest import postgres_server
-from test_faults_llm import control
-from test_faults_llm import wait_article
-from test_integration import ARTICLE_RE
-from test_integration import BODY_RE
-from test_integration import Browser
-from test_integration import SSEReader
-from test_integration import author_body
-from test_integration import chunks_of
-from test_integration import fragments_for
-from test_integration import message_row
-from test_integration import parse_append
-from test_integration import parse_upsert
-from test_integration import query
-from test_integration import slow_tokens
-from test_integration import wait_settled
-from test_integration import wait_until
+from support.body import Body
+from support.live import ARTICLE_RE
+from support.live import BODY_RE
+from support.live import Browser
+from support.live import SSEReader
+from support.live import author_body
+from support.live import chunks_of
+from support.live import control
+from support.live import fragments_for
+from support.live import message_row
+from support.live import parse_append
+from support.live import parse_upsert
+from support.live import query
+from support.live import slow_tokens
+from support.live import wait_article
+from support.live import wait_settled
+from support.live import wait_until
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "postgres", reason="PostgreSQL only: runs in scripts/test.sh's TEST_DATABASE=postgres pass"

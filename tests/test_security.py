@@ -7,11 +7,11 @@ import time
 import pytest
 import websocket
 
-from browsing import assert_no_errors
 from conftest import LiveServer
-from test_integration import Browser
-from test_integration import SSEReader
-from test_integration import query
+from support.browser import assert_no_errors
+from support.live import Browser
+from support.live import SSEReader
+from support.live import query
 
 
 @pytest.fixture

@@ -15,9 +15,6 @@ import gevent
 import pytest
 
 from app import create_app
-from body_model import Body
-from body_model import apply_author_stream
-from body_model import parse_sse
 from chat.llm.context import SYSTEM_PROMPT
 from chat.llm.context import estimate_tokens
 from chat.llm.context import fit_context
@@ -33,16 +30,19 @@ from chat.render.rendering import render_markdown
 from chat.stream.generation import NO_TEXT
 from conftest import ROOT
 from conftest import free_port
-from fake_openai import FakeOpenAI
 from models import Chunk
 from models import Message
 from models import db
 from models import migrate
 from models import migration_runner
-from test_views import STREAM
-from test_views import open_page
-from test_views import post
-from test_views import sse_events
+from support.app_client import STREAM
+from support.app_client import open_page
+from support.app_client import post
+from support.app_client import sse_events
+from support.body import Body
+from support.body import apply_author_stream
+from support.body import parse_sse
+from support.fake_openai import FakeOpenAI
 
 
 def ask(client, text="@gpt hello"):

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from chat.llm.openai_compat import OpenAIProvider  # noqa: E402
 from chat.llm.openai_compat import sse_chunks  # noqa: E402
 from chat.llm.tokens import StreamCut  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from support.fake_openai import FakeOpenAI  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello please"}]
 

@@ -1,52 +1,22 @@
 """The page, the composer's post in its three forms, bad input, and seeding."""
-import time
 
-import gevent
 import pytest
 
-from body_model import Body
-from body_model import apply_author_stream
-from body_model import parse_sse
 from chat.llm.context import SYSTEM_PROMPT
 from chat.llm.context import build_context
 from chat.stream.generation import reply_context
-from conftest import csrf_from
+from conftest import PacedProvider
 from models import Chunk
 from models import Message
-from test_controls import PacedProvider
-
-HTMX = {"HX-Request": "true"}
-STREAM = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
-
-
-def open_page(client):
-    html = client.get("/").get_data(as_text=True)
-    return html, csrf_from(html)
-
-
-def post(client, token, body, headers=None, page="aa01"):
-    return client.post(
-        "/messages",
-        data={"body": body, "page": page, "csrf_token": token},
-        headers=headers or {},
-    )
-
-
-def wait_until(predicate, timeout=5.0):
-    """Poll ``predicate`` while letting greenlets (a reply's generation) run.
-    Wall-clock deadline: the hub's cached loop time is stale after a long
-    stretch of tests that never yield to it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        gevent.sleep(0.01)
-    return False
-
-
-def sse_events(response):
-    """The data of each event of an event-stream response body."""
-    return [data for _, data in parse_sse(response.get_data(as_text=True))]
+from support.app_client import HTMX
+from support.app_client import STREAM
+from support.app_client import open_page
+from support.app_client import post
+from support.app_client import sse_events
+from support.app_client import wait_until
+from support.body import Body
+from support.body import apply_author_stream
+from support.body import parse_sse
 
 
 def test_page_gives_each_session_a_name_and_a_composer(client):

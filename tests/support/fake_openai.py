@@ -1,7 +1,7 @@
 """A tiny fake OpenAI-compatible Chat Completions server for integration tests.
 
 Standard library only, so it can run in-process (``with FakeOpenAI() as srv``)
-or as a subprocess (``python tests/fake_openai.py --port N``) next to an app
+or as a subprocess (``python tests/support/fake_openai.py --port N``) next to an app
 running under gunicorn.  Replies are scripted with :meth:`FakeOpenAI.enqueue`;
 every request body and its headers are recorded for assertions.
 
