@@ -36,8 +36,8 @@ from support.live import SSEReader
 from support.live import author_body
 from support.live import parse_append
 from support.live import parse_upsert
+from support.live import procfile_line
 from support.live import wait_settled
-from test_small_model import procfile_line
 
 EXTRA = ("llama_cpp", "uvicorn") + tuple(model.package for model in MODELS.values())
 QUESTION = "Write three short sentences about the sea."

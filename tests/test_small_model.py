@@ -6,7 +6,6 @@ Replies come from the scripted model, or from the real ``openai`` SDK talking
 to the fake OpenAI-compatible server; the setting ``LLM=local`` is checked
 against the Procfile's ``llm`` process.
 """
-import os
 import re
 import shlex
 import threading
@@ -28,7 +27,6 @@ from chat.llm.providers import make_provider
 from chat.llm.tokens import TokenStream
 from chat.render.rendering import render_markdown
 from chat.stream.generation import NO_TEXT
-from conftest import ROOT
 from conftest import free_port
 from models import Chunk
 from models import Message
@@ -43,6 +41,7 @@ from support.body import Body
 from support.body import apply_author_stream
 from support.body import parse_sse
 from support.fake_openai import FakeOpenAI
+from support.live import procfile_line
 
 
 def ask(client, text="@gpt hello"):
@@ -397,12 +396,6 @@ def test_without_a_system_role_the_prompt_opens_the_first_user_turn(client, app,
     assert fold_system_prompt([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]
 
 
-def procfile_line(name):
-    with open(os.path.join(ROOT, "Procfile")) as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return line[len(name) + 1:].strip()
-    raise AssertionError("no {} process in the Procfile".format(name))
 
 
 def test_the_procfile_llm_process_matches_the_apps_defaults(app):

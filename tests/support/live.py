@@ -8,6 +8,7 @@ tokens the fake model is given (``slow_tokens``, ``chunks_of``)."""
 import contextlib
 import html
 import http.cookiejar
+import os
 import re
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ import websocket
 
 from chat.render.rendering import chunk_fragment
 from chat.stream.chunking import Chunker
+from conftest import ROOT
 from support.body import Body
 from support.body import apply_author_stream
 
@@ -412,3 +414,12 @@ def wait_article(sock, reply_id, status, timeout=8):
         return None
 
     return sock.wait_frames(find, timeout, what="{} article for {}".format(status, reply_id))
+
+
+def procfile_line(name):
+    """The command of process ``name`` in the Procfile."""
+    with open(os.path.join(ROOT, "Procfile")) as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line[len(name) + 1:].strip()
+    raise AssertionError("no {} process in the Procfile".format(name))
