@@ -1,7 +1,5 @@
 """The blueprint every route of the chat is on (its endpoints are
 ``chat.<function>``, as templates name them), and the app's shared state."""
-
-
 from flask import Blueprint
 from flask import current_app
 
