@@ -1,11 +1,7 @@
 """The real server: gunicorn with one gevent worker on a loopback port."""
-import http.client
 import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -13,6 +9,9 @@ from bench import HOOK_DIR
 from bench import ROOT
 from bench.meters import proc_rss_kb
 from bench.meters import proc_stat
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from support.server import GunicornServer  # noqa: E402  (the tests' server, shared)
 
 
 def app_default(name):
@@ -25,24 +24,16 @@ def app_default(name):
         return "?"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """gunicorn, one gevent worker, on a loopback port; its SQL write log."""
+class Server(GunicornServer):
+    """The app as the tests' ``LiveServer`` runs it (one gevent worker), with
+    the benchmark's settings (no rate limits, the fake model), its SQL write
+    log, and its worker process's CPU and memory."""
 
     def __init__(self, workdir, name, llm_url, env=None):
         self.name = name
-        self.port = free_port()
-        self.url = "http://127.0.0.1:{}".format(self.port)
         self.db_path = os.path.join(workdir, name + ".db")
         self.trace_path = os.path.join(workdir, name + ".sql.jsonl")
-        self.log_path = os.path.join(workdir, name + ".gunicorn.log")
-        self.env = dict(os.environ)
-        self.env.update({
+        settings = {
             "DATABASE_URL": "sqlite:///" + self.db_path,
             "SECRET_KEY": "bench-" + secrets.token_hex(8),
             "SEED_DEMO": "0",
@@ -55,37 +46,15 @@ class Server:
             "MAX_CONCURRENT_REPLIES": "1000000",
             "REPLIES_PER_SESSION": "1000000",
             "BENCH_SQL_TRACE": self.trace_path,
-        })
-        self.env.update(env or {})
-        path = self.env.get("PYTHONPATH")
-        self.env["PYTHONPATH"] = HOOK_DIR + (os.pathsep + path if path else "")
-        self.proc = None
+        }
+        settings.update(env or {})
+        path = settings.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+        settings["PYTHONPATH"] = HOOK_DIR + (os.pathsep + path if path else "")
+        super().__init__(os.path.join(workdir, name + ".gunicorn.log"), settings, stop_wait=15)
         self.worker = None
-        self._log = None
 
-    def start(self):
-        cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
-               "--bind", "127.0.0.1:{}".format(self.port), "--no-control-socket",
-               "--graceful-timeout", "5", "app:create_app()"]
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/")
-                ok = conn.getresponse().status == 200
-                conn.close()
-                if ok:
-                    self.worker = self._find_worker()
-                    return self
-            except (OSError, http.client.HTTPException):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + self.logs()[-3000:])
+    def started(self):
+        self.worker = self._find_worker()
 
     def _find_worker(self):
         for _ in range(50):
@@ -104,25 +73,6 @@ class Server:
 
     def rss_kb(self):
         return proc_rss_kb(self.worker)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def logs(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
     def log_problems(self):
         """Lines of the server log that report errors (tracebacks, ERROR, WARNING)."""

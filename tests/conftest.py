@@ -1,14 +1,8 @@
 """Shared fixtures: an app on a temporary SQLite file with a scripted model,
 a fake OpenAI-compatible server, and a real gunicorn+gevent server on loopback."""
-import http.client
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import gevent
 import pytest
@@ -22,6 +16,8 @@ from app import create_app  # noqa: E402
 from chat.llm.tokens import TokenStream  # noqa: E402
 from support.fake_openai import FakeOpenAI  # noqa: E402
 from support.pg import PostgresServer  # noqa: E402
+from support.server import GunicornServer  # noqa: E402
+from support.server import free_port  # noqa: E402
 
 
 class ScriptedProvider:
@@ -132,80 +128,22 @@ def fake_llm():
         yield server
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """gunicorn with the gevent worker, serving the app on a loopback port."""
+class LiveServer(GunicornServer):
+    """The app on a loopback port, on this test's database (``backend``:
+    "sqlite" or "postgres", the suite's by default)."""
 
     def __init__(self, tmp_path, env=None, workers=1, graceful=5, port=None, backend=None, prefix=()):
-        self.port = port or free_port()
-        self.url = "http://127.0.0.1:{}".format(self.port)
         self.database_url = database_url(tmp_path, backend)
-        self.log_path = str(tmp_path / "gunicorn-{}.log".format(self.port))
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "DATABASE_URL": self.database_url,
-                "SECRET_KEY": "live-test",
-                "SEED_DEMO": "0",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.env.update(env or {})
-        self.workers = workers
-        self.graceful = graceful
-        self.prefix = list(prefix)  # e.g. unshare: the server in its own pid namespace
-        self.proc = None
-
-    def start(self):
-        cmd = self.prefix + [
-            sys.executable, "-m", "gunicorn",
-            "--worker-class", "gevent",
-            "--workers", str(self.workers),
-            "--bind", "127.0.0.1:{}".format(self.port),
-            "--no-control-socket",
-            "--graceful-timeout", str(self.graceful),
-            "app:create_app()",
-        ]
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        # The master listens before its worker has loaded the app (and run
-        # its migrations): wait until a worker answers, so that no test's
-        # first request races a slow boot on a busy machine.
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(self.url + "/static/favicon.svg", timeout=5) as response:
-                    if response.status == 200:
-                        return self
-            except (OSError, http.client.HTTPException):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + self.logs())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if getattr(self, "log", None):
-            self.log.close()
-            self.log = None
-
-    def logs(self):
-        with open(self.log_path) as f:
-            return f.read()
+        settings = {
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": "live-test",
+            "SEED_DEMO": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings.update(env or {})
+        port = port or free_port()
+        log_path = str(tmp_path / "gunicorn-{}.log".format(port))
+        super().__init__(log_path, settings, workers=workers, graceful=graceful, port=port, prefix=prefix)
 
 
 def fake_model_server(tmp_path, fake_llm, **env):

@@ -9,10 +9,11 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+
+from support.server import free_port
 
 
 def find_bin(name):
@@ -22,12 +23,6 @@ def find_bin(name):
         if os.access(path, os.X_OK):
             return path
     return shutil.which(name)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
