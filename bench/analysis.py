@@ -107,7 +107,7 @@ def analysis(opts, bw, baseline, capacity, idle, row, added50, added99, frames=(
             "costs its framing on every {:.1f} B of text.{} The rest is the way through the worker: the model's HTTP "
             "stream read by the `openai` SDK's client and `chat.llm.openai_compat.sse_chunks`{}, a gevent queue to the "
             "reply's greenlet and one to the request's, the drawing of the asker's page "
-            "(`rendering.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
+            "(`chat.web.author_stream.AuthorBody`, which adds to the last paragraph without parsing it again), a chunked "
             "HTTP write, and the other work of the same single-threaded worker (commits, the fan-out to "
             "observers) that a token may wait behind.".format(
                 added50, mean, added99, opts.token_delay * 1000, app_default("STREAM_FRAME_TIME"),

@@ -1,6 +1,6 @@
 // Pieces: how a reply's body grows on a page, from the socket (observers,
 // one per committed sentence) and from the asker's own stream alike.
-// A piece grows a reply's body by the blocks it changes (rendering.piece):
+// A piece grows a reply's body by the blocks it changes (chat.render.rendering.piece):
 // "+<id>", then per operation a U+001F and "<depth> <html>" (add the HTML at
 // the end of the last element <depth> levels below the body) or "-<k> "
 // (remove the body's blocks from the k-th on). Observers get one per
