@@ -203,7 +203,7 @@ def capacity(add, opts, capacity, plots):
         bad = [r for r in capacity if r["misrouted"]]
         if bad:
             add("**Replies not asked their own question**: {}. A reply's context is the messages before "
-                "it (`generation.reply_context`), so its question is always the last one the model sees; a "
+                "it (`chat.stream.reply.reply_context`), so its question is always the last one the model sees; a "
                 "request without its question's key (no user message, another message last, or a key used "
                 "twice, as a retried request would) gets a made-up reply of the same length from the fake "
                 "model under a key of its own, and each asker is matched to the stream it really received "

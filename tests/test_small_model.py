@@ -26,7 +26,7 @@ from chat.llm.providers import LOCAL_MAX_TOKENS
 from chat.llm.providers import make_provider
 from chat.llm.tokens import TokenStream
 from chat.render.rendering import render_markdown
-from chat.stream.generation import NO_TEXT
+from chat.stream.reply import NO_TEXT
 from conftest import free_port
 from models import Chunk
 from models import Message

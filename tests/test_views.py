@@ -4,7 +4,7 @@ import pytest
 
 from chat.llm.context import SYSTEM_PROMPT
 from chat.llm.context import build_context
-from chat.stream.generation import reply_context
+from chat.stream.reply import reply_context
 from conftest import PacedProvider
 from models import Chunk
 from models import Message
