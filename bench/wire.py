@@ -9,7 +9,9 @@ from bench import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from support.body import Body  # noqa: E402  (the same model of a reply body the tests use)
+# The same model of a reply body, and the same event parser, the tests use.
+from support.body import Body  # noqa: E402
+from support.body import parse_sse  # noqa: E402
 
 _ARTICLE_RE = re.compile(r'<article class="message" id="message-(\d+)"([^>]*)>')
 _STATUS_RE = re.compile(r'data-status="(\w+)"')
@@ -82,19 +84,11 @@ def parse_asker(asker):
     body = Body(asker.reply_id or 0)
     depth = 0
     for t, raw in sse_events(asker.chunks):
-        lines = raw.decode("utf-8").split("\n")
-        datas = []
-        name = None
-        for line in lines:
-            if line.startswith("data:"):
-                value = line[5:]
-                datas.append(value[1:] if value.startswith(" ") else value)
-            elif line.startswith("event:"):
-                name = line[6:].strip()
-        if not datas:
-            out["other_bytes"] += len(raw)  # keep-alive comments
+        events = parse_sse(raw.decode("utf-8"))  # one event, or none (a keep-alive comment)
+        if not events:
+            out["other_bytes"] += len(raw)
             continue
-        payload = "\n".join(datas)
+        name, payload = events[0]
         if name == "reply-at":  # where the next plain events go: framing
             depth = int(payload)
             out["token_bytes"] += len(raw)
