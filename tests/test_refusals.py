@@ -194,3 +194,22 @@ def test_an_expired_page_refuses_a_control_and_brings_a_fresh_token(client, app)
     response = client.post("/messages/1/stop", data={"csrf_token": "stale"}, headers=HTMX)
     assert response.status_code == 403 and response.headers["X-CSRF-Token"] == token
     assert response.get_data(as_text=True).strip() == "This page had expired, so that was not done. Press it again."
+
+
+def test_a_route_that_words_its_503_keeps_its_words(client, app):
+    """A 503 a route raises with its reason (the server's reply cap) is that
+    reason, not "something went wrong"; only a 5xx without words is that."""
+    token = open_page(client)
+    # This session's key, as its page carries it: the reply is this session's.
+    key = re.search(r'data-session="([0-9a-f]+)"', client.get("/").get_data(as_text=True)).group(1)
+    with app.app_context():
+        question = Message.create(room="lobby", author="Ann", role="user", body="@gpt hi", session_key=key)
+        reply = Message.create(room="lobby", author="gpt", role="assistant", status="failed",
+                               reply_to=question, session_key=key)
+        Message.create(room="elsewhere", author="gpt", role="assistant", status="streaming", session_key="other")
+    app.config["MAX_CONCURRENT_REPLIES"] = 1
+    response = client.post("/messages/{}/retry".format(reply.id), data={"csrf_token": token}, headers=HTMX)
+    assert response.status_code == 503
+    assert response.get_data(as_text=True).strip() == "@gpt is busy answering everyone right now. Try again in a moment."
+    response = client.post("/messages/{}/retry".format(reply.id), data={"csrf_token": token})
+    assert response.status_code == 503 and "@gpt is busy answering everyone" in response.get_data(as_text=True)

@@ -83,7 +83,10 @@ def describe(exc):
         if request.endpoint == "chat.post_message":
             return EXPIRED_POST if htmx else FOREIGN_POST
         return EXPIRED_CONTROL if htmx else exc.description
-    if exc.code >= 500:
+    if exc.code >= 500 and exc.description == type(exc).description:
+        # An exception nobody expected (or a 5xx without words of its own):
+        # never its internals. A 503 a route words itself ("@gpt is busy")
+        # keeps its words.
         return SERVER_ERROR.format(exc.code)
     return exc.description
 
@@ -99,6 +102,7 @@ def form_value(name, default=""):
 
 
 def handle(exc):
+    """The response to ``exc``: where the person sees the words, and what they typed."""
     text = describe(exc)
     status = exc.code
     htmx = request.headers.get("HX-Request") == "true"
