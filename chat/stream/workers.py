@@ -17,6 +17,7 @@ never disagree). A process is gone when
 A process that leaves cleanly deletes its row (its replies are settled by
 then); rows of processes gone long ago are pruned.
 """
+import functools
 import os
 import socket
 
@@ -37,8 +38,10 @@ def _read(path):
         return None
 
 
+@functools.cache
 def scope():
-    """This machine boot and pid namespace: where a pid means the same process."""
+    """This machine boot and pid namespace: where a pid means the same process
+    (fixed for the life of a process: read once)."""
     boot = _read(_PROC + "/sys/kernel/random/boot_id") or socket.gethostname()[:60]
     try:
         namespace = os.stat(_PROC + "/self/ns/pid").st_ino
@@ -87,9 +90,10 @@ def now():
 
 def beat(worker_id):
     """Say that this process is alive (and what it is)."""
+    me = identity()
     (
-        Worker.insert(id=worker_id, identity=identity(), seen_at=clock())
-        .on_conflict(conflict_target=[Worker.id], update={Worker.seen_at: clock(), Worker.identity: identity()})
+        Worker.insert(id=worker_id, identity=me, seen_at=clock())
+        .on_conflict(conflict_target=[Worker.id], update={Worker.seen_at: clock(), Worker.identity: me})
         .execute()
     )
 
@@ -119,6 +123,6 @@ def owners(ids):
     return {w.id: w for w in Worker.select().where(Worker.id.in_(ids))} if ids else {}
 
 
-def prune(at, older_than):
+def prune(older_than):
     """Forget workers that have not beaten for ``older_than`` seconds."""
-    return Worker.delete().where(Worker.seen_at < at - older_than).execute()
+    return Worker.delete().where(Worker.seen_at < clock() - older_than).execute()
