@@ -54,9 +54,13 @@ function errorSlot(source) {
   var form = source && source.closest ? source.closest("form") : null;
   return (form && form.querySelector('[role="alert"]')) || document.getElementById("composer-error");
 }
-function refusedText(source, status) {
+// What a refusal in the composer adds: the text the person typed is still there.
+function keptNote(source) {
   var composer = source && source.closest && source.closest("#composer");
-  var kept = composer ? " Your message was not sent; it is still here." : "";
+  return composer ? " Your message was not sent; it is still here." : "";
+}
+function refusedText(source, status) {
+  var kept = keptNote(source);
   if (status === 413) return "That is too large for the server to take (error 413)." + kept;
   if (status >= 500) return "The server is not answering properly (error " + status + "). Try again in a moment." + kept;
   return "The server refused that (error " + status + ")." + kept;
@@ -77,12 +81,8 @@ document.addEventListener("htmx:before:swap", function (e) {
 document.addEventListener("htmx:error", function (e) {
   var ctx = e.detail.ctx;
   if (!ctx || ctx.response || !isPost(ctx)) return;  // only a request that got no answer
-  var composer = ctx.sourceElement && ctx.sourceElement.closest && ctx.sourceElement.closest("#composer");
   var slot = errorSlot(ctx.sourceElement);
-  if (slot) {
-    slot.textContent = "Could not reach the server. Check your connection and try again." +
-      (composer ? " Your message was not sent; it is still here." : "");
-  }
+  if (slot) slot.textContent = "Could not reach the server. Check your connection and try again." + keptNote(ctx.sourceElement);
 });
 // A post refused for an expired CSRF token brings a fresh one: every form
 // on the page takes it, so pressing Send again works.
