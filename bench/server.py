@@ -36,8 +36,6 @@ class Server(GunicornServer):
         settings = {
             "DATABASE_URL": "sqlite:///" + self.db_path,
             "SECRET_KEY": "bench-" + secrets.token_hex(8),
-            "SEED_DEMO": "0",
-            "PYTHONUNBUFFERED": "1",
             "OPENAI_API_KEY": "bench-key",
             "OPENAI_BASE_URL": llm_url,
             "OPENAI_MODEL": "fake-model",

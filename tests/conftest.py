@@ -137,8 +137,6 @@ class LiveServer(GunicornServer):
         settings = {
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": "live-test",
-            "SEED_DEMO": "0",
-            "PYTHONUNBUFFERED": "1",
         }
         settings.update(env or {})
         port = port or free_port()

@@ -30,7 +30,7 @@ class GunicornServer:
         self.port = port or free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
         self.log_path = log_path
-        self.env = dict(os.environ)
+        self.env = dict(os.environ, SEED_DEMO="0", PYTHONUNBUFFERED="1")  # an empty room; logs as they come
         self.env.update(env)
         self.workers = workers
         self.graceful = graceful
