@@ -42,6 +42,10 @@ DOCS = {
     "entities and escapes": "a &amp; b &lt; c &#x27; \\*not em\\* \\\n& < > \" ' done",
     "crlf": "Line one\r\nline two\r\n\r\n- a\r\n- b\r\n",
     "tabs and nul": "-\tindented\tlist\n\n\tcode\twith tab\n\nnul \x00 here",
+    "math": "Euler: $e^{i\\pi}+1=0$ costs $5 and $10.\n\nArea:\n$$\nA = \\pi r^2\n$$\nAfter it.\n\n"
+    "$$x$$ and $$y^2$$ inline\n\n- item $a_1$ and $\\frac{1}{2}$\n\n$ 5 $ is not math, nor 3$x$",
+    "math closing late": "Formula:\n$$\n- x &= 1 \\\\\n# y\n> z\n| a |\n|---|\n$$\nDone.\n\nNext para.",
+    "math never closed": "Open:\n$$\n\\frac{a}{b}\n- list\n\nnever closed $$ here\n\n$$\nbad \\frac{\n$$\n\nEnd $x",
 }
 
 
@@ -217,7 +221,8 @@ WORDS = [" word", " the", " café", ",", ".", "?", "!", " 42", "'s", ' "q"', " a
 MARKUP = ["\n", "\n\n", "- ", "* ", "1. ", "3) ", "> ", "# ", "```", "```py", "~~~", "`", "**", "*", "_", "~~",
           "\\", "&", "amp", ";", "#35", "<", ">", "[", "]", "(", ")", "http://x", "---", "===", "    ", "\t",
           "\n```\n", "\n~~~\n", "\n```py\n", "\n  ```\n",
-          "\u00a0", "\u3000", "\r", "\x00", "\x1b", "|-|-|", " a | b", "  - ", "x_y", "a*b", "2024", "Word"]
+          "\u00a0", "\u3000", "\r", "\x00", "\x1b", "|-|-|", " a | b", "  - ", "x_y", "a*b", "2024", "Word",
+          "$", "$$", " $x^2$", "\n$$\n", "\\pi"]
 
 
 def token_stream(seed, n=100, markup=0.2):

@@ -24,6 +24,7 @@ from chat.render.markdown import CLOSING_FENCE
 from chat.render.markdown import MD
 from chat.render.markdown import normalize
 from chat.render.markdown import sanitize
+from chat.render.math import unsettled_from
 
 
 class _Cache(OrderedDict):
@@ -125,6 +126,11 @@ def _build(text, offset, stable):
         if spans[i][0] <= closed:
             cut = i
             break
+    # A display-math ``$$`` not yet closed may still end the paragraph it is in
+    # and take in the blocks after it: keep them all in the tail.
+    unsettled = unsettled_from(src, spans[cut][0]) if cut else None
+    while cut and unsettled is not None and spans[cut][0] >= unsettled:
+        cut -= 1
     stable = stable + tuple(html for _, _, html in spans[:cut])
     last = offset + spans[-1][0] if spans else len(text)
     if cut:
@@ -164,8 +170,9 @@ def render(text):
 
 # Added text that cannot open, close or escape inline markup, nor complete an
 # entity, a link or an autolink: letters, digits, spaces and punctuation that
-# Markdown only ever shows as itself in the middle of a line.
-_PLAIN_RUN = re.compile(r"(?:[^\W_]|[ ,.?!'\"/%$@^{}|:=+#-])*\Z")
+# Markdown only ever shows as itself in the middle of a line (not ``$``: it may
+# open or close math).
+_PLAIN_RUN = re.compile(r"(?:[^\W_]|[ ,.?!'\"/%@^{}|:=+#-])*\Z")
 # A line of prose under way has a letter: what decides the kind of block a
 # line is comes before its first letter (a heading's, a list item's or a
 # quote's marker) or is a whole line without letters (a thematic break, a
@@ -307,7 +314,8 @@ _FENCE_LINE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})[ \t]*$", re.M)
 
 
 def _code_point(old, start):
-    """(indentation of the opening fence,) when the last block, from ``start``,
+    """(indentation of the opening fence, whether an open ``$$`` is before it)
+    when the last block, from ``start``,
     is a fenced code block still open; False otherwise (an indented code block,
     the fence's own first line, or a fence closed already)."""
     fence = _FENCE_OPEN.match(old, start)
@@ -318,7 +326,9 @@ def _code_point(old, start):
     for line in _FENCE_LINE.finditer(old, first_line_end + 1):
         if line.group(1)[0] == marker[0] and len(line.group(1)) >= len(marker):
             return False
-    return (len(fence.group(1)),)
+    # After a display-math ``$$`` still open, a line of this block ending in
+    # ``$$`` would close the math instead, and take the fence in.
+    return len(fence.group(1)), unsettled_from(old, start) is not None
 
 
 def _grow_code(point, old, added, at):
@@ -332,6 +342,8 @@ def _grow_code(point, old, added, at):
     if point[0] and blank:
         return None
     if not all(ch.isprintable() or ch == "\t" for ch in added):
+        return None
+    if point[1] and "$" in added:
         return None
     # A last line of only whitespace is not drawn until text follows it.
     if not line.strip(" \t"):

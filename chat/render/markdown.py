@@ -1,8 +1,9 @@
 """Markdown to sanitized HTML: markdown-it with raw HTML off and link
 reference definitions off (a definition at the end would change a link drawn
 at the start), tables with their alignment as classes, fenced code coloured
-by Pygments (up to ``HIGHLIGHT_LIMIT`` characters), then nh3 keeping a small
-allow-list of tags, attributes, classes and link schemes."""
+by Pygments (up to ``HIGHLIGHT_LIMIT`` characters), dollar math as MathML
+(math.py), then nh3 keeping a small allow-list of tags, attributes, classes
+and link schemes."""
 import re
 
 import nh3
@@ -14,18 +15,21 @@ from pygments.lexers import get_lexer_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
+from chat.render import math
+
 # Code longer than this is shown without colours (highlighting is CPU bound).
 HIGHLIGHT_LIMIT = 20_000
 
 _ALLOWED_TAGS = {
     "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
     "hr", "li", "ol", "p", "pre", "s", "span", "strong", "table", "tbody", "td", "th",
-    "thead", "tr", "ul",
-}
+    "thead", "tr", "ul", "div",
+} | math.TAGS
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
     "ol": {"start"},
+    **math.ATTRIBUTES,
 }
 # Only the token classes Pygments writes may reach the page on a span
 # (nh3 then adds "class" to the span's allowed attributes itself).
@@ -49,6 +53,7 @@ MD = MarkdownIt(
 )
 MD.enable(["table", "strikethrough"])
 MD.disable(["reference"])
+math.use_math(MD)
 
 _default_fence = MD.renderer.rules["fence"]
 _plain_options = OptionsDict(dict(MD.options.items()))
@@ -88,7 +93,10 @@ _CLEAN_OPTIONS = dict(
     attributes=_ALLOWED_ATTRIBUTES,
     url_schemes={"http", "https", "mailto"},
     link_rel="nofollow noopener noreferrer",
-    allowed_classes={"span": _TOKEN_CLASSES, "td": _ALIGN_CLASSES, "th": _ALIGN_CLASSES},
+    allowed_classes={
+        "span": _TOKEN_CLASSES | math.CLASSES, "div": math.CLASSES,
+        "td": _ALIGN_CLASSES, "th": _ALIGN_CLASSES,
+    },
 )
 # One sanitizer built once: ``nh3.clean`` builds its rules again on every call,
 # which costs more than cleaning a paragraph.
@@ -96,7 +104,7 @@ _clean = nh3.Cleaner(**_CLEAN_OPTIONS).clean if hasattr(nh3, "Cleaner") else Non
 
 
 def sanitize(html):
-    """No raw HTML, only http(s)/mailto links, only Pygments' classes on spans."""
+    """No raw HTML, only http(s)/mailto links, only Pygments' and math's classes, only MathML's own elements."""
     if _clean is None:
         return nh3.clean(html, **_CLEAN_OPTIONS)
     return _clean(html)
