@@ -7,3 +7,4 @@ import "./stream.js";
 import "./pieces.js";
 import "./composer.js";
 import "./page.js";
+import "./copy.js";
