@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chat.fanout.frames import decline_compression
 from chat.fanout.hub import Hub
+from chat.fanout.presence import Presence
 from chat.fanout.reading import NoReaderThread
 from chat.fanout.relay import Relay
 from chat.llm.providers import make_provider
@@ -176,7 +177,8 @@ def create_app(test_config=None):
     relay = Relay(app, hub, None, app.config["DATABASE_URL"])
     generator = Generator(app, hub, make_provider(app.config), worker_id, relay)
     relay.generator = generator
-    app.extensions["chat"] = {"hub": hub, "generator": generator, "relay": relay}
+    presence = relay.presence = Presence(app, hub, worker_id, relay)
+    app.extensions["chat"] = {"hub": hub, "generator": generator, "relay": relay, "presence": presence}
     if app.config["RELAY_LISTEN"]:
         relay.start()  # only listens on PostgreSQL
 

@@ -41,6 +41,7 @@ def worker_exit(server, worker):
     chat = _chat(worker)
     if chat is not None:
         chat["generator"].shutdown(_grace_left(worker))
+        chat["presence"].close()  # its pages' people leave their rooms
         chat["generator"].leave()  # its replies are settled: others need not wait for it
 
 

@@ -165,6 +165,10 @@ class AskerPool:
                 proc.join(5)
 
 
+# How a frame with the room's list of people starts: not part of any reply's bytes.
+PRESENCE = b'<span id="presence-count"'
+
+
 class Observer:
     """A page socket that records every text frame with its arrival time."""
 
@@ -173,7 +177,8 @@ class Observer:
         url = "ws://127.0.0.1:{}/ws?page={}&after={}".format(server.port, self.page, after)
         self.ws = websocket.create_connection(url, timeout=30, origin=server.url)
         self.ws.settimeout(None)
-        self.frames = []  # (monotonic time, payload bytes)
+        self.frames = []  # (monotonic time, payload bytes), the room's lists of people aside
+        self.presence = []  # (monotonic time, payload bytes) of those lists
         self.closed = False
         self._cond = threading.Condition()
         self._scan = {}
@@ -187,7 +192,7 @@ class Observer:
                 t = time.monotonic()
                 if opcode == websocket.ABNF.OPCODE_TEXT:
                     with self._cond:
-                        self.frames.append((t, data))
+                        (self.presence if data.startswith(PRESENCE) else self.frames).append((t, data))
                         self._cond.notify_all()
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     return

@@ -1,11 +1,13 @@
 """4: memory per idle observer socket."""
 import secrets
+import select
 import subprocess
 import sys
 import time
 
 import websocket  # websocket-client
 
+from bench.clients import PRESENCE
 from bench.clients import Observer
 from bench.clients import Session
 from bench.clients import barrier
@@ -44,6 +46,46 @@ def greenlet_kb():
 BROWSER_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
 
 
+def _drain(sockets, seconds):
+    """Bytes of text frames the sockets receive in ``seconds`` (pings aside),
+    and how many of those frames were lists of people."""
+    total = frames = 0
+    by_fd = {ws.sock.fileno(): ws for ws in sockets if ws.sock}
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return total, frames
+        ready, _, _ = select.select(list(by_fd), [], [], min(left, 0.5))
+        for fd in ready:
+            ws = by_fd[fd]
+            ws.settimeout(1)
+            try:
+                opcode, data = ws.recv_data(control_frame=True)
+            except Exception:
+                by_fd.pop(fd, None)
+                continue
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                total += len(data)
+                frames += data.startswith(PRESENCE)
+
+
+def presence_cost(sockets, url, window):
+    """What the room's list of people costs its sockets: bytes per socket per
+    minute while nobody comes or goes, and bytes each socket gets when one
+    more page opens (the list is sent when it changes, and only then)."""
+    _drain(sockets, 2.0)  # the arrivals' last lists
+    idle_bytes, idle_frames = _drain(sockets, window)
+    newcomer = websocket.create_connection(url.format(secrets.token_hex(8)), timeout=30, origin=url.split("/ws")[0]
+                                           .replace("ws://", "http://"))
+    try:
+        join_bytes, join_frames = _drain(sockets, 2.0)
+    finally:
+        close_socket(newcomer)
+    return dict(window=window, idle_per_minute=idle_bytes / len(sockets) * 60.0 / window,
+                idle_frames=idle_frames, per_join=join_bytes / len(sockets), join_frames=join_frames / len(sockets))
+
+
 def run_idle(opts, fake, workdir, log):
     server = Server(workdir, "idle", fake.base_url, {"FANOUT_MODE": "append"}).start()
     sockets = []
@@ -68,17 +110,24 @@ def run_idle(opts, fake, workdir, log):
         mid = session.say("are you all there?")
         got = 0
         compressed = sum(1 for ws in sockets if "sec-websocket-extensions" in (ws.getheaders() or {}))
-        for ws in sockets:  # every socket is subscribed and has received one frame
+        for ws in sockets:  # every socket is subscribed and has received the message
             try:
                 ws.settimeout(10)
-                if ('id="message-{}"'.format(mid)) in ws.recv():
+                while True:
+                    data = ws.recv()
+                    if not data.encode("utf-8").startswith(PRESENCE):
+                        break
+                if ('id="message-{}"'.format(mid)) in data:
                     got += 1
             except Exception:
                 pass
         time.sleep(1.0)
         rss1 = server.rss_kb()
         fds1 = proc_fds(server.worker)
-        result = dict(count=opts.idle, rss0=rss0, rss1=rss1, per_kb=(rss1 - rss0) / opts.idle,
+        presence = presence_cost(sockets, url, opts.presence_window)
+        log("  who is here: {:.1f} B per socket per idle minute; one arrival costs each socket {:,.0f} B".format(
+            presence["idle_per_minute"], presence["per_join"]))
+        result = dict(count=opts.idle, rss0=rss0, rss1=rss1, per_kb=(rss1 - rss0) / opts.idle, presence=presence,
                       greenlet_kb=greenlet_kb(),
                       second_half_kb=(rss1 - half_rss) / (opts.idle - opts.idle // 2) if half_rss else None,
                       answered=got, compressed=compressed, fds=(fds1 - fds0) if fds0 is not None and fds1 is not None else None)

@@ -61,10 +61,10 @@ from bench.targets import MODES
 FULL = dict(sizes=(500, 2000), token_delay=0.01, observers=10,
             frames=((0, None), (0.016, 8), (0.024, 8), (0.024, None), (0.024, 12), (0.032, None)),
             levels=(10, 50, 100, 200),
-            cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500,
+            cap_tokens=300, cap_token_delay=0.03, cap_observers=10, ramp=2.0, idle=500, presence_window=30.0,
             client_procs=4, xp_replies=5, xp_tokens=500, xp_observers=5)
 QUICK = dict(sizes=(200, 500), token_delay=0.004, observers=2, frames=((0, None),), levels=(10,),
-             cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50,
+             cap_tokens=100, cap_token_delay=0.02, cap_observers=10, ramp=0.5, idle=50, presence_window=5.0,
              client_procs=2, xp_replies=2, xp_tokens=200, xp_observers=2)
 
 
@@ -110,6 +110,8 @@ def parse_args(argv):
     parser.add_argument("--client-procs", type=int, help="client processes the capacity askers are spread "
                         "over (default 4)")
     parser.add_argument("--idle", type=int, help="idle observer sockets for the memory figure (default 500)")
+    parser.add_argument("--presence-window", type=float, help="seconds the idle sockets are watched for lists of "
+                        "people (default 30)")
     parser.add_argument("--modes", default=",".join(MODES), help="fan-out modes to measure (default: all three)")
     parser.add_argument("--xp-replies", type=int, help="replies in the cross-process run on PostgreSQL (default 5)")
     parser.add_argument("--xp-tokens", type=int, help="tokens per reply in the cross-process run (default 500)")

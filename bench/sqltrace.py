@@ -103,7 +103,9 @@ class Trace:
         return self
 
     def between(self, t0, t1):
-        return [w for w in self.writes if t0 <= w.t <= t1]
+        """The writes from ``t0`` to ``t1`` but those of who is in the room
+        (the sockets' own, as pages come and go, never a reply's)."""
+        return [w for w in self.writes if t0 <= w.t <= t1 and w.table != "presence"]
 
     def chunk_commits(self):
         """{(message id, seq): commit time} of every chunk INSERT seen so far."""

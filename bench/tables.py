@@ -265,6 +265,16 @@ def idle(add, idle):
             fmt(idle["second_half_kb"], 1), fmt_int(idle["fds"]), fmt(g, 1),
             fmt(idle["per_kb"] / g, 1) if g else "–"))
         add("")
+        presence = idle.get("presence")
+        if presence:
+            add("Who is in the room (the top bar's count and list of people) is sent to a room's sockets when it "
+                "changes, and only then: over {:g} s with nobody coming or going the {:,} sockets received {:,} "
+                "lists, **{:.1f} bytes per socket per minute**; one more page opening cost each socket {:,.0f} "
+                "bytes ({:.2f} lists: arrivals within half a second are sent together, and the list names at "
+                "most 50 people). None of this is counted in a reply's bytes.".format(
+                    presence["window"], idle["count"], presence["idle_frames"], presence["idle_per_minute"],
+                    presence["per_join"], presence["join_frames"]))
+            add("")
     else:
         add("Not run.")
         add("")

@@ -279,7 +279,22 @@ class Worker(BaseModel):
         table_name = "worker"
 
 
-MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart, Worker]
+class Presence(BaseModel):
+    """A person with a page of a room open, per process holding its sockets
+    (chat/fanout/presence.py); rows of a process that is gone are dropped."""
+
+    worker = CharField(max_length=64)
+    room = CharField(max_length=64)
+    session_key = CharField(max_length=32)
+    name = CharField(max_length=120)
+    pages = IntegerField(default=1)
+
+    class Meta:
+        table_name = "presence"
+        indexes = ((("worker", "room", "session_key"), True), (("room",), False))
+
+
+MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart, Worker, Presence]
 
 
 def is_postgres(url):
@@ -358,7 +373,9 @@ __all__ = [
     "Message",
     "ReplyRestart",
     "NameChange",
+    "Presence",
     "Room",
+    "Worker",
     "db",
     "init_db",
     "applied_migrations",

@@ -23,6 +23,7 @@ import pytest
 from chat.render.rendering import render_markdown
 from conftest import LiveServer
 from support.body import Body
+from support.live import PRESENCE
 from support.live import Browser
 from support.live import SSEReader
 from support.live import author_body
@@ -417,8 +418,9 @@ def raw_websocket(server, page, rcvbuf=1024, mss=536):
 
 
 def ws_frames(data):
-    """(opcode, payload) of the complete server frames in ``data`` (unmasked)."""
-    return ws_split(data)[0]
+    """(opcode, payload) of the complete server frames in ``data`` (unmasked),
+    but for the room's lists of people (test_presence.py has those)."""
+    return [f for f in ws_split(data)[0] if not f[1].startswith(PRESENCE.encode())]
 
 
 def ws_split(data):
@@ -654,14 +656,15 @@ class RawObservers:
                     continue
                 self.buffers[i] += data
 
-    def frames(self, i):
-        """The text frames observer ``i`` got, all complete and unfragmented."""
+    def frames(self, i, presence=False):
+        """The text frames observer ``i`` got, all complete and unfragmented
+        (with ``presence``, only the room's lists of people; else all others)."""
         frames, rest = ws_split(bytes(self.buffers[i]))
         assert rest == 0, "observer {}: {} bytes of an incomplete frame".format(i, rest)
         texts = []
         for opcode, payload in frames:
             assert opcode in (0x1, 0x9), "observer {}: frame with opcode {}".format(i, opcode)
-            if opcode == 0x1:
+            if opcode == 0x1 and payload.startswith(PRESENCE.encode()) == presence:
                 texts.append(payload.decode("utf-8"))
         return texts
 

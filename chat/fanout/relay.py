@@ -39,7 +39,7 @@ from models import is_postgres
 log = logging.getLogger(__name__)
 
 CHANNEL = "chat_events"
-KINDS = ("article", "append", "settle", "detach", "stop")
+KINDS = ("article", "append", "settle", "detach", "stop", "presence")
 
 
 class Relay:
@@ -56,6 +56,7 @@ class Relay:
         self.connections = 0  # how many times the listener (re)connected
         self.received = 0
         self.greenlet = None
+        self.presence = None  # set by the app factory
         self._conn = None
         self._texts = {}  # reply id -> (last chunk relayed, text up to it)
 
@@ -126,7 +127,7 @@ class Relay:
     def catch_up(self):
         """After a gap: every socket re-reads what changed, and replies this
         process runs stop if a Stop was asked of them meanwhile."""
-        self.hub.broadcast(RESYNC)
+        self.hub.broadcast(RESYNC)  # pages re-read who is in their room too
         running = list(self.generator.running)
         if not running:
             return
@@ -151,6 +152,13 @@ class Relay:
         page = None if page == "-" else page
         if kind == "stop":
             self.generator.stop(message_id)
+            return
+        if kind == "presence":  # who is in a room changed (its name where a page goes)
+            if self.presence is not None and page:
+                try:
+                    self.presence.refresh(page)
+                except Exception:
+                    log.exception("relay: could not refresh who is in %s", page)
             return
         try:
             with self.app.app_context(), db.connection_context():

@@ -64,10 +64,12 @@ class PageSocket(FrameReader):
     # Kept for as long as the page stays open: no per-instance dict.
     __slots__ = (
         "ws", "ping_interval", "hub", "room", "page", "after", "streaming", "followed", "delivered", "sent",
-        "sub", "_ended", "_last", "_out", "_incoming", "_incoming_size",
+        "sub", "presence", "who", "_ended", "_last", "_out", "_incoming", "_incoming_size",
     )
 
-    def __init__(self, ws, hub, room, page, after=0, streaming=(), follow=(), ping_interval=None):
+    def __init__(
+        self, ws, hub, room, page, after=0, streaming=(), follow=(), ping_interval=None, presence=None, who=None
+    ):
         self.ws = ws
         self.ping_interval = ping_interval
         self.hub = hub
@@ -81,6 +83,9 @@ class PageSocket(FrameReader):
         self.sent = 0  # bytes of messages, for tests and the benchmark
         self._out = []  # frames handled but not yet written
         self.sub = None
+        # Who this page is, (session key, name), for the room's list of people.
+        self.presence = presence
+        self.who = who
         self._ended = False  # the page went, or must go: the writer stops
         self._last = None  # the Close frame the writer sends before it stops
 
@@ -138,10 +143,13 @@ class PageSocket(FrameReader):
         return render_message(message, text)
 
     def snapshot(self):
-        """One upsert with every message the page lacks or may show stale."""
+        """One upsert with every message the page lacks or may show stale, and
+        who is in the room now."""
         articles = _aside(self._stale_articles)
         if articles:
             self._send(upsert(*articles))
+        if self.presence is not None:
+            self._send(_aside(lambda: self.presence.fragment(self.room)))
 
     def _stale_articles(self):
         with db.connection_context():
@@ -195,6 +203,9 @@ class PageSocket(FrameReader):
         if isinstance(event, tuple):  # the page lost its own stream of this reply
             self.followed = self.followed | {event[1]}
             self.resync(event[1])
+            return
+        if event.kind == "presence":  # who is in the room changed
+            self._send(event.html, shared=True)
             return
         if event.kind == "detach":
             if event.page == self.page:
@@ -282,12 +293,16 @@ class PageSocket(FrameReader):
         until the page goes."""
         self.sub = self.hub.subscribe(self.room, on_overflow=self._cut)
         self.hub.keep_alive(self.ping_interval)
+        if self.presence is not None and self.who is not None:
+            self.presence.join(self.room, *self.who)
         stop_reading = self._start_reading()
         try:
             self.write_loop()
         finally:
             stop_reading()
             self.hub.unsubscribe(self.sub)
+            if self.presence is not None and self.who is not None:
+                self.presence.leave(self.room, self.who[0])
             # However the writer ended, end the connection too: the page
             # reconnects and resyncs instead of looking live while receiving nothing.
             self._cut()

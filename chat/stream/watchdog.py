@@ -112,6 +112,7 @@ def run(app, interval, stale_after):
             with app.app_context(), db.connection_context():
                 workers.beat(generator.worker_id)
                 sweep(generator, chat["hub"], chat["relay"], stale_after, heartbeat)
+                chat["presence"].sweep()  # the people of a process that is gone leave
                 workers.prune(max(600.0, 10 * heartbeat))
         except Exception:
             log.exception("watchdog sweep failed")

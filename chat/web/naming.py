@@ -14,6 +14,7 @@ from chat.names import clean_name
 from chat.rooms import DEFAULT_ROOM
 from chat.rooms import room_url
 from chat.web.blueprint import bp
+from chat.web.blueprint import chat
 from chat.web.limits import Refused
 from chat.web.limits import check_name_change
 from chat.web.limits import record_name_change
@@ -63,6 +64,7 @@ def change_name():
             check_name_change(session_key(), current_app.config)
             record_name_change(session_key())
             session["name"] = name
+            chat()["presence"].rename(session_key(), name)
     except Refused as exc:
         draft = (raw or "")[:200]  # what was typed, bounded: it may travel in the cookie
         if is_htmx:

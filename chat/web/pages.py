@@ -8,8 +8,10 @@ from flask import current_app
 from flask import redirect
 from flask import render_template
 from flask import request
+from flask import session
 
 from chat import rooms
+from chat.fanout.presence import LISTED
 from chat.fanout.sockets import PageSocket
 from chat.fanout.sockets import parse_ids
 from chat.rooms import DEFAULT_ROOM
@@ -107,6 +109,14 @@ def bodies_of(messages):
     return {m.id: m.committed()[0] for m in messages if m.is_streaming}
 
 
+def people_in(room):
+    """Who is in ``room`` now, this page's person among them (their socket is
+    about to open, and says so to everyone else)."""
+    people = dict(chat()["presence"].members(room))
+    people[session_key()] = current_name()
+    return sorted(people.items(), key=lambda item: (item[1].casefold(), item[0]))
+
+
 def render_page(room, draft="", error=None, status=200, before=None):
     messages, more = page_of(room, before)
     me = current_name()
@@ -126,6 +136,8 @@ def render_page(room, draft="", error=None, status=200, before=None):
         draft=draft,
         error=error,
         max_length=current_app.config["MAX_MESSAGE_LENGTH"],
+        people=people_in(room),
+        listed=LISTED,
     )
     return html, status
 
@@ -142,6 +154,9 @@ def socket_route(ws):
         return
     page = page_id(args.get("page"))
     after = int(args["after"]) if ID.fullmatch(args.get("after", "")) else 0
+    # The socket's handshake carries the session cookie, which it cannot
+    # change: a browser without one is someone nameless here.
+    who = (session_key(), session.get("name") or "Someone")
     PageSocket(
         ws,
         chat()["hub"],
@@ -151,4 +166,6 @@ def socket_route(ws):
         streaming=parse_ids(args.get("streaming")),
         follow=parse_ids(args.get("follow")),
         ping_interval=current_app.config["SOCKET_PING_INTERVAL"],
+        presence=chat()["presence"],
+        who=who,
     ).serve()

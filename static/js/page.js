@@ -245,7 +245,8 @@ function markMine() {
   var mine = 'article[data-session="' + me + '"]';
   sheet.replaceSync(
     mine + " .mine-only { display: inline-block; }\n" +
-    mine + '[data-role="user"] .message-author::after { content: " (you)"; font-weight: normal; }'
+    mine + '[data-role="user"] .message-author::after { content: " (you)"; font-weight: normal; }' +
+    '\n.presence-list li[data-session="' + me + '"] .presence-name::after { content: " (you)"; font-weight: normal; }'
   );
   document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
 }

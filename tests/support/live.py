@@ -287,6 +287,19 @@ class SSEReader:
             yield event
 
 
+# How a frame with the room's list of people starts.
+PRESENCE = '<span id="presence-count"'
+
+
+def recv_message(ws):
+    """The next text frame of a websocket-client socket but for the room's
+    lists of people."""
+    while True:
+        text = ws.recv()
+        if not text.startswith(PRESENCE):
+            return text
+
+
 class Socket:
     """A page's websocket with a reader thread that records every frame."""
 
@@ -304,7 +317,8 @@ class Socket:
         else:
             options["origin"] = origin
         self.ws = websocket.create_connection(url, timeout=10, **options)
-        self.frames = []  # text frames, in arrival order
+        self.frames = []  # text frames, in arrival order (who is in the room aside)
+        self.presence = []  # the room's lists of people, in arrival order
         self.close_code = None
         self.closed = threading.Event()
         self._cond = threading.Condition()
@@ -317,8 +331,9 @@ class Socket:
             while True:
                 opcode, data = self.ws.recv_data(control_frame=True)
                 if opcode == websocket.ABNF.OPCODE_TEXT:
+                    text = data.decode("utf-8")
                     with self._cond:
-                        self.frames.append(data.decode("utf-8"))
+                        (self.presence if text.startswith(PRESENCE) else self.frames).append(text)
                         self._cond.notify_all()
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
                     self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
