@@ -23,8 +23,9 @@ from chat.render.rendering import render_markdown
 from chat.rooms import room_url
 from chat.stream import watchdog
 from chat.stream.generation import Generator
+from chat.web import editing  # noqa: F401  (its routes register on the blueprint)
 from chat.web import errors
-from chat.web import export  # noqa: F401  (its routes register on the blueprint)
+from chat.web import export  # noqa: F401
 from chat.web import messages  # noqa: F401  (its routes register on the blueprint)
 from chat.web import naming  # noqa: F401
 from chat.web import pages

@@ -90,6 +90,8 @@ class Message(BaseModel):
     # A remark shown under a finished reply (e.g. history left out to fit
     # the model's context window).
     note = TextField(null=True)
+    # When its author last edited it (and resent it to the model).
+    edited_at = DateTimeField(null=True)
 
     class Meta:
         indexes = ((("room", "id"), False),)
@@ -138,17 +140,18 @@ class Message(BaseModel):
             return None
         return self.completion_tokens * 1000.0 / self.generation_ms
 
-    def restart(self, owner, statuses=RETRYABLE, newest=False):
+    def restart(self, owner, statuses=RETRYABLE, newest=False, page=None):
         """Atomically turn a reply whose status is one of ``statuses`` back into
         an empty streaming one claimed by ``owner``; True for exactly one caller.
 
         With ``newest``, only while no later message is in its room (a
-        Regenerate replaces the answer the conversation ends with).
+        Regenerate replaces the answer the conversation ends with). ``page``:
+        the page that streams it again itself (an edited question's asker).
         """
         query = Message.update(
             status=STREAMING, body="", error=None, completed_at=None, active_at=utcnow(),
             prompt_tokens=None, completion_tokens=None, ttft_ms=None, generation_ms=None,
-            stream_page=None, claimed_by=owner, note=None,
+            stream_page=page, claimed_by=owner, note=None,
         ).where((Message.id == self.id) & (Message.status.in_(statuses)))
         if newest:
             query = query.where(~fn.EXISTS(self.later()))

@@ -109,6 +109,8 @@ def markdown_message(message):
     state = STATUS_WORDS.get(message.status)
     if state:
         head += " · *{}*".format(state)
+    if message.edited_at:
+        head += " · *edited*"
     text = message.text.rstrip()
     if message.role == "user":
         text = "\n".join("> " + line if line else ">" for line in text.split("\n"))
@@ -144,6 +146,7 @@ def json_message(message):
     row["body"] = message.text
     row["created_at"] = stamp(message.created_at)
     row["completed_at"] = stamp(message.completed_at)
+    row["edited_at"] = stamp(message.edited_at)
     if message.role == "assistant" and message.status == "complete":
         row["usage"] = {
             "prompt_tokens": message.prompt_tokens,

@@ -103,6 +103,18 @@ def post_message():
             )
             relay.announce("article", reply.id, page=reply.stream_page)
         Room.touch(room, 2 if reply else 1)
+    return respond(user_message, reply, own_page, streams)
+
+
+def respond(user_message, reply, own_page, streams):
+    """What a post (or an edit) that stored ``user_message`` answers, once
+    its reply, if any, is stored empty and claimed: both shown on every
+    page, the reply generated, and over htmx with an event stream the reply
+    streamed to this page token by token (``own_page`` skips the socket's
+    copy); without JavaScript, a redirect to it."""
+    is_htmx = request.headers.get("HX-Request") == "true"
+    state = chat()
+    room = user_message.room
     user_html = render_message(user_message)
     reply_html = render_message(reply, "") if reply else Markup("")
     hub = state["hub"]
@@ -119,6 +131,7 @@ def post_message():
         if is_htmx:
             return str(upsert(user_html, reply_html))
         return redirect(room_url(room, _anchor="message-{}".format(reply.id)), 303)
+    config = current_app.config
     queue = generation.listen()
     first = upsert(user_html, reply_html)
     body = stream_reply(

@@ -117,6 +117,15 @@ def people_in(room):
     return sorted(people.items(), key=lambda item: (item[1].casefold(), item[0]))
 
 
+def editable_in(messages, key):
+    """The id of this person's message that they may edit (the conversation
+    ends with it and its reply), among a room's newest ``messages``, or None."""
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant" and len(messages) > 1 and last.reply_to_id == messages[-2].id:
+        last = messages[-2]
+    return last.id if last is not None and last.role == "user" and last.session_key == key else None
+
+
 def render_page(room, draft="", error=None, status=200, before=None):
     messages, more = page_of(room, before)
     me = current_name()
@@ -137,6 +146,7 @@ def render_page(room, draft="", error=None, status=200, before=None):
         error=error,
         max_length=current_app.config["MAX_MESSAGE_LENGTH"],
         people=people_in(room),
+        editable=None if before is not None else editable_in(messages, session_key()),
         listed=LISTED,
     )
     return html, status

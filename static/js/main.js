@@ -8,3 +8,4 @@ import "./pieces.js";
 import "./composer.js";
 import "./page.js";
 import "./copy.js";
+import "./edit.js";
