@@ -23,6 +23,7 @@ from chat.render.rendering import render_markdown
 from chat.rooms import room_url
 from chat.stream import watchdog
 from chat.stream.generation import Generator
+from chat.web import assistant
 from chat.web import editing  # noqa: F401  (its routes register on the blueprint)
 from chat.web import errors
 from chat.web import export  # noqa: F401
@@ -67,6 +68,7 @@ ENV_SETTINGS = {
     "ASKS_PER_MINUTE": int,
     "REPLIES_PER_SESSION": int,
     "NAME_CHANGES_PER_HOUR": int,
+    "ASSISTANT_CHANGES_PER_HOUR": int,
     "MAX_CONCURRENT_REPLIES": int,
     "HEARTBEAT_INTERVAL": float,
     "SOCKET_QUEUE_SIZE": int,
@@ -141,6 +143,7 @@ def create_app(test_config=None):
         ASKS_PER_MINUTE=6,
         REPLIES_PER_SESSION=1,
         NAME_CHANGES_PER_HOUR=10,
+        ASSISTANT_CHANGES_PER_HOUR=10,
         MAX_CONCURRENT_REPLIES=100,
         HEARTBEAT_INTERVAL=15.0,
         SOCKET_QUEUE_SIZE=1024,
@@ -179,6 +182,7 @@ def create_app(test_config=None):
     generator = Generator(app, hub, make_provider(app.config), worker_id, relay)
     relay.generator = generator
     presence = relay.presence = Presence(app, hub, worker_id, relay)
+    relay.on_room = assistant.refresh
     app.extensions["chat"] = {"hub": hub, "generator": generator, "relay": relay, "presence": presence}
     if app.config["RELAY_LISTEN"]:
         relay.start()  # only listens on PostgreSQL

@@ -231,6 +231,10 @@ class Room(BaseModel):
     created_at = DateTimeField(default=utcnow)
     active_at = DateTimeField(default=utcnow, index=True)
     messages = IntegerField(default=0)
+    # The room's own assistant (chat/web/assistant.py): what it is told to be,
+    # and which of the server's models answers (None: the server's default).
+    instructions = TextField(null=True)
+    model = CharField(max_length=120, null=True)
 
     @classmethod
     def touch(cls, name, added=1):
@@ -270,6 +274,18 @@ class ReplyRestart(BaseModel):
         indexes = ((("session_key", "created_at"), False),)
 
 
+class AssistantChange(BaseModel):
+    """A browser session changed a room's assistant (``limits`` counts them)."""
+
+    session_key = CharField(max_length=32)
+    room = CharField(max_length=64)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "assistant_change"
+        indexes = ((("session_key", "created_at"), False),)
+
+
 class Worker(BaseModel):
     """A process that generates replies, while it runs (workers.py)."""
 
@@ -297,7 +313,7 @@ class Presence(BaseModel):
         indexes = ((("worker", "room", "session_key"), True), (("room",), False))
 
 
-MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart, Worker, Presence]
+MODELS = [Message, Chunk, Flag, Room, NameChange, ReplyRestart, Worker, Presence, AssistantChange]
 
 
 def is_postgres(url):
@@ -371,6 +387,7 @@ def pending_migrations():
 
 
 __all__ = [
+    "AssistantChange",
     "Chunk",
     "Flag",
     "Message",

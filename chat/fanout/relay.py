@@ -39,7 +39,7 @@ from models import is_postgres
 log = logging.getLogger(__name__)
 
 CHANNEL = "chat_events"
-KINDS = ("article", "append", "settle", "detach", "stop", "presence")
+KINDS = ("article", "append", "settle", "detach", "stop", "presence", "room")
 
 
 class Relay:
@@ -57,6 +57,7 @@ class Relay:
         self.received = 0
         self.greenlet = None
         self.presence = None  # set by the app factory
+        self.on_room = None  # called with a room whose assistant another process changed
         self._conn = None
         self._texts = {}  # reply id -> (last chunk relayed, text up to it)
 
@@ -152,6 +153,14 @@ class Relay:
         page = None if page == "-" else page
         if kind == "stop":
             self.generator.stop(message_id)
+            return
+        if kind == "room":  # a room's assistant changed (its name where a page goes)
+            if self.on_room is not None and page:
+                try:
+                    with self.app.app_context():
+                        self.on_room(page)
+                except Exception:
+                    log.exception("relay: could not show the new assistant of %s", page)
             return
         if kind == "presence":  # who is in a room changed (its name where a page goes)
             if self.presence is not None and page:

@@ -204,7 +204,7 @@ class PageSocket(FrameReader):
             self.followed = self.followed | {event[1]}
             self.resync(event[1])
             return
-        if event.kind == "presence":  # who is in the room changed
+        if event.kind in ("presence", "room"):  # who is in the room, or its assistant, changed
             self._send(event.html, shared=True)
             return
         if event.kind == "detach":

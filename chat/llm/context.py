@@ -1,4 +1,5 @@
-"""What the model is sent with a question: the system prompt, the room's
+"""What the model is sent with a question: the system prompt (with the room's
+own instructions for its assistant), the room's
 recent history with each message under its author's name, trimmed oldest
 first to fit the model's context window."""
 
@@ -7,6 +8,16 @@ SYSTEM_PROMPT = (
     "their messages are prefixed with their names. Answer the person who mentioned "
     "you, concisely, in Markdown."
 )
+
+
+def room_prompt(instructions=None):
+    """The system prompt for a room whose people gave its assistant
+    ``instructions`` (a persona, a language, a focus), or the default."""
+    if not instructions:
+        return SYSTEM_PROMPT
+    return "{}\n\nThe people of this room asked you to follow these instructions:\n{}".format(
+        SYSTEM_PROMPT, instructions
+    )
 
 
 def build_context(history, system_prompt=SYSTEM_PROMPT):

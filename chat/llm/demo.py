@@ -80,7 +80,10 @@ class DemoProvider:
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
 
-    def stream(self, messages):
+    def models(self):
+        return [self.model]
+
+    def stream(self, messages, model=None):
         asker = "there"
         question = ""
         for message in reversed(messages):

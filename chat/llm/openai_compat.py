@@ -127,11 +127,17 @@ class OpenAIProvider:
             max_retries=0,
         )
 
-    def stream(self, messages):
+    def models(self):
+        """The names of the models the server offers (``GET /models``)."""
+        page = self.client.with_options(timeout=5.0).models.list()
+        return [model.id for model in page.data]
+
+    def stream(self, messages, model=None):
+        """Stream a reply to ``messages`` from ``model`` (None: this provider's)."""
         if not self.system_role:
             messages = fold_system_prompt(messages)
         response = self._open(
-            model=self.model,
+            model=model or self.model,
             # The SDK checks and rewrites every message against its types
             # before sending (about 0.2 ms a message, for a context of plain
             # text messages it leaves as they are); as part of ``extra_body``

@@ -2,6 +2,9 @@
 OpenAI-compatible server with a key, else the built-in demo; and the limits
 each gets. A provider's ``stream(messages)`` returns a ``TokenStream``
 (tokens.py)."""
+import logging
+import time
+
 from chat.llm import local_model
 from chat.llm.demo import DemoProvider
 from chat.llm.openai_compat import OpenAIProvider
@@ -17,6 +20,29 @@ LOCAL_RETRY_SECONDS = 20.0
 # model that rambles from holding it for minutes.
 LOCAL_MAX_TOKENS = 256
 LLM_CHOICES = ("local",)
+# How long the list of models a server offers is kept (it changes rarely).
+MODELS_TTL = 300.0
+
+log = logging.getLogger(__name__)
+
+
+def offered_models(provider, ttl=MODELS_TTL):
+    """The models ``provider``'s server offers (its ``/models``), its own
+    default first; only that default when the server cannot say. Kept for
+    ``ttl`` seconds, a failure too (a room's menu must not wait on it)."""
+    default = getattr(provider, "model", None)
+    now = time.monotonic()
+    known = getattr(provider, "offered", None)  # (monotonic time read, [model names])
+    if known is not None and now - known[0] < ttl:
+        return known[1]
+    try:
+        names = [n for n in provider.models() if isinstance(n, str) and 0 < len(n) <= 120]
+    except Exception as exc:  # noqa: BLE001 - any server that cannot list its models
+        log.warning("could not list the models the server offers (%s); offering %s only", exc, default)
+        names = []
+    names = ([default] if default else []) + sorted(set(names) - {default})
+    provider.offered = (now, names)
+    return names
 
 
 def make_provider(config):

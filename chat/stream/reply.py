@@ -21,6 +21,7 @@ from chat.fanout.hub import FINAL
 from chat.fanout.hub import Event
 from chat.llm.context import build_context
 from chat.llm.context import fit_context
+from chat.llm.context import room_prompt
 from chat.render.blocks import blocks_of
 from chat.render.blocks import remember
 from chat.render.rendering import grow_fragment
@@ -38,6 +39,7 @@ from models import STOPPED
 from models import STREAMING
 from models import Chunk
 from models import Message
+from models import Room
 from models import db
 from models import utcnow
 
@@ -49,11 +51,12 @@ INTERRUPT = object()  # the process is shutting down
 NO_TEXT = "The model returned no text. Try again, or ask in other words."
 
 
-def reply_context(reply, limit):
-    """The model's messages for ``reply``: the system prompt and the ``limit``
-    messages before it. Bounded in the query, so that messages posted after the
-    question (a busy room) never push the question out of the window."""
-    return build_context(Message.recent(reply.room, limit, before=reply.id))
+def reply_context(reply, limit, instructions=None):
+    """The model's messages for ``reply``: the system prompt (with the room's
+    ``instructions``) and the ``limit`` messages before it. Bounded in the
+    query, so that messages posted after the question (a busy room) never push
+    the question out of the window."""
+    return build_context(Message.recent(reply.room, limit, before=reply.id), room_prompt(instructions))
 
 
 def generate(generator, generation, reply):
@@ -63,9 +66,14 @@ def generate(generator, generation, reply):
     # Each write checks a connection out of the pool and returns it: none is
     # held while the model is thinking.
     with db.connection_context():
-        history = reply_context(reply, generator.context_messages)
+        room = Room.get_or_none(Room.name == reply.room)
+        history = reply_context(reply, generator.context_messages, room.instructions if room else None)
     messages, dropped = fit_context(history, generator.prompt_budget())
-    reply.model = getattr(generator.provider, "model", None)
+    # The room's own model, if it chose one (checked against the server's list
+    # when it was chosen; a model the server dropped since fails the reply in words).
+    default = getattr(generator.provider, "model", None)
+    model = room.model if room is not None and room.model else default
+    reply.model = model
     reply.note = left_out_note(dropped)
     chunker = Chunker(generator.size_cap, generator.time_cap)
     parts = []
@@ -74,7 +82,7 @@ def generate(generator, generation, reply):
     seq = 0
     started = time.monotonic()
     ttft = None
-    upstream = Upstream(generator.provider, messages)
+    upstream = Upstream(generator.provider, messages, model)
     last_write = time.monotonic()
     whole = generator.fanout != "append"
 

@@ -11,16 +11,21 @@ DONE = object()
 class Upstream:
     """The model request of one reply, read in its own greenlet."""
 
-    def __init__(self, provider, messages):
+    def __init__(self, provider, messages, model=None):
         self.provider = provider
         self.messages = messages
+        # The room's own model, when it is not the provider's.
+        self.model = model if model != getattr(provider, "model", None) else None
         self.stream = None
 
     def read_into(self, queue):
         """Open the stream and pull its tokens into ``queue``, then DONE (or
         the exception that ended it)."""
         try:
-            self.stream = self.provider.stream(self.messages)
+            if self.model is None:
+                self.stream = self.provider.stream(self.messages)
+            else:
+                self.stream = self.provider.stream(self.messages, model=self.model)
             for token in self.stream:
                 queue.put(token)
             queue.put(DONE)
@@ -55,6 +60,8 @@ def describe_error(exc):
     status = getattr(exc, "status_code", None)
     if status == 401:
         return "The model provider rejected the API key."
+    if status == 404:
+        return "The model's server does not offer the model asked for. Choose another in the room's menu."
     if status == 429:
         return "The model provider is rate limiting us. Try again in a moment."
     if status is not None and status >= 500:

@@ -5,6 +5,7 @@ Each check raises ``Refused`` with a message a person can act on.
 from datetime import timedelta
 
 from models import STREAMING
+from models import AssistantChange
 from models import Message
 from models import NameChange
 from models import ReplyRestart
@@ -81,3 +82,22 @@ def record_restart(session_key):
     """Count a Retry or Regenerate, and forget everyone's older than the window."""
     ReplyRestart.delete().where(ReplyRestart.created_at <= _since(60)).execute()
     ReplyRestart.create(session_key=session_key)
+
+
+def check_assistant_change(session_key, config):
+    """Refuse a change to a room's assistant over ``ASSISTANT_CHANGES_PER_HOUR``."""
+    limit = config["ASSISTANT_CHANGES_PER_HOUR"]
+    recent = AssistantChange.select().where(
+        AssistantChange.session_key == session_key, AssistantChange.created_at > _since(3600)
+    )
+    if recent.count() >= limit:
+        raise Refused(
+            "You have changed rooms' assistants {} times in the last hour, the most allowed. "
+            "Try again later.".format(limit)
+        )
+
+
+def record_assistant_change(session_key, room):
+    """Count a change to a room's assistant, and forget everyone's older than the window."""
+    AssistantChange.delete().where(AssistantChange.created_at <= _since(3600)).execute()
+    AssistantChange.create(session_key=session_key, room=room)

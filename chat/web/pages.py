@@ -16,6 +16,8 @@ from chat.fanout.sockets import PageSocket
 from chat.fanout.sockets import parse_ids
 from chat.rooms import DEFAULT_ROOM
 from chat.rooms import room_url
+from chat.web.assistant import context as assistant_context
+from chat.web.assistant import settings_of
 from chat.web.blueprint import bp
 from chat.web.blueprint import chat
 from chat.web.limits import Refused
@@ -128,6 +130,8 @@ def editable_in(messages, key):
 
 def render_page(room, draft="", error=None, status=200, before=None):
     messages, more = page_of(room, before)
+    assistant = assistant_context(room, *settings_of(room))
+    del assistant["room"]
     me = current_name()
     html = render_template(
         "chat.html",
@@ -140,12 +144,13 @@ def render_page(room, draft="", error=None, status=200, before=None):
         me=me,
         page_id=secrets.token_hex(8),
         last_id=messages[-1].id if messages else 0,
-        model_name=getattr(chat()["generator"].provider, "model", "demo"),
+        model_name=assistant["model"],
         session_key=session_key(),
         draft=draft,
         error=error,
         max_length=current_app.config["MAX_MESSAGE_LENGTH"],
         people=people_in(room),
+        **assistant,
         editable=None if before is not None else editable_in(messages, session_key()),
         listed=LISTED,
     )

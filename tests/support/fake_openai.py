@@ -76,6 +76,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_head(status, "application/json", len(data))
         self.wfile.write(data)
 
+    def do_GET(self):
+        fake = self.server.fake
+        if self.path.rstrip("/") != "/v1/models" or fake.models is None:
+            self._send_json(404, {"error": {"message": f"no route {self.path}",
+                                            "type": "invalid_request_error", "code": None}})
+            return
+        with fake._lock:
+            fake.model_lists += 1
+        self._send_json(200, {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in fake.models]})
+
     def do_POST(self):
         fake = self.server.fake
         if self.path.rstrip("/") != "/v1/chat/completions":
@@ -160,9 +171,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeOpenAI:
-    """Scriptable fake of ``POST /v1/chat/completions`` on 127.0.0.1.
+    """Scriptable fake of ``POST /v1/chat/completions`` (and ``GET /v1/models``) on 127.0.0.1.
 
     Attributes: ``default_tokens`` (reply when nothing is enqueued),
+    ``models`` (what ``GET /v1/models`` lists; None: that route is missing),
     ``token_delay`` (seconds between streamed tokens), and the recordings
     ``requests`` (parsed JSON bodies), ``headers`` (case-insensitive dicts) and
     ``client_closed_early`` (one bool per streamed request in arrival order;
@@ -173,6 +185,8 @@ class FakeOpenAI:
         self.port = port
         self.token_delay = token_delay
         self.default_tokens = list(DEFAULT_TOKENS)
+        self.models = ["fake-model", "fake-model-large"]
+        self.model_lists = 0  # GET /v1/models served
         self.requests, self.headers, self.client_closed_early = [], [], []
         self._queue = collections.deque()
         self._lock = threading.Lock()
