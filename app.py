@@ -18,6 +18,7 @@ from chat.fanout.presence import Presence
 from chat.fanout.reading import NoReaderThread
 from chat.fanout.relay import Relay
 from chat.llm.providers import make_provider
+from chat.llm.providers import offered_models
 from chat.render.rendering import name_hue
 from chat.render.rendering import render_markdown
 from chat.rooms import room_url
@@ -186,6 +187,9 @@ def create_app(test_config=None):
     app.extensions["chat"] = {"hub": hub, "generator": generator, "relay": relay, "presence": presence}
     if app.config["RELAY_LISTEN"]:
         relay.start()  # only listens on PostgreSQL
+    # A room's menu lists the models the server offers: read them once now,
+    # so that no page waits for them.
+    gevent.spawn(offered_models, generator.provider)
 
     if app.config["WATCHDOG_INTERVAL"]:
         gevent.spawn(watchdog.run, app, app.config["WATCHDOG_INTERVAL"], app.config["INTERRUPT_AFTER"])

@@ -2,6 +2,8 @@
 from what the server offers, stored on the room, shown on its page, sent with
 every question asked there (and only there), checked and rate limited, and
 told to the room's pages; the real ``openai`` SDK lists a real server's models."""
+import time
+
 import gevent
 
 from chat.llm.context import SYSTEM_PROMPT
@@ -36,7 +38,10 @@ class ModelsProvider:
 
 
 def use(app, provider):
+    """``provider`` answers, its models already listed (the app factory reads
+    them as it starts)."""
     app.extensions["chat"]["generator"].provider = provider
+    offered_models(provider)
     return provider
 
 
@@ -173,6 +178,22 @@ def test_a_server_that_cannot_list_its_models_offers_its_default_only(app, clien
     _, token = room_page(client, "quiet")
     code, text = refused(set_assistant(client, token, "quiet", "", "big-model"))
     assert code == 400 and "Choose one of: house-model." in text
+
+
+def test_a_page_never_waits_for_the_list_of_models(app, client):
+    class Slow(ModelsProvider):
+        def models(self):
+            gevent.sleep(1.0)
+            return super().models()
+
+    provider = Slow()
+    app.extensions["chat"]["generator"].provider = provider
+    started = time.monotonic()
+    html = client.get("/r/slow").get_data(as_text=True)
+    assert time.monotonic() - started < 0.5
+    assert '<option value="house-model" selected>' in html and "big-model" not in html
+    gevent.sleep(1.2)  # read meanwhile, in the background
+    assert "big-model" in client.get("/r/slow").get_data(as_text=True)
 
 
 def test_the_sdk_lists_a_real_servers_models(fake_llm):

@@ -5,6 +5,8 @@ each gets. A provider's ``stream(messages)`` returns a ``TokenStream``
 import logging
 import time
 
+import gevent
+
 from chat.llm import local_model
 from chat.llm.demo import DemoProvider
 from chat.llm.openai_compat import OpenAIProvider
@@ -26,22 +28,33 @@ MODELS_TTL = 300.0
 log = logging.getLogger(__name__)
 
 
-def offered_models(provider, ttl=MODELS_TTL):
+def offered_models(provider, ttl=MODELS_TTL, wait=True):
     """The models ``provider``'s server offers (its ``/models``), its own
     default first; only that default when the server cannot say. Kept for
-    ``ttl`` seconds, a failure too (a room's menu must not wait on it)."""
-    default = getattr(provider, "model", None)
-    now = time.monotonic()
+    ``ttl`` seconds, a failure too. Without ``wait`` (a page being drawn) it
+    never waits on the server: what is known (at first only the default)
+    comes back at once, and the list is read again in the background."""
     known = getattr(provider, "offered", None)  # (monotonic time read, [model names])
-    if known is not None and now - known[0] < ttl:
+    if known is not None and time.monotonic() - known[0] < ttl:
         return known[1]
+    if wait:
+        return _read_models(provider)
+    reading = getattr(provider, "offered_reading", None)
+    if reading is None or reading.dead:
+        provider.offered_reading = gevent.spawn(_read_models, provider)
+    default = getattr(provider, "model", None)
+    return known[1] if known is not None else ([default] if default else [])
+
+
+def _read_models(provider):
+    default = getattr(provider, "model", None)
     try:
         names = [n for n in provider.models() if isinstance(n, str) and 0 < len(n) <= 120]
     except Exception as exc:  # noqa: BLE001 - any server that cannot list its models
         log.warning("could not list the models the server offers (%s); offering %s only", exc, default)
         names = []
     names = ([default] if default else []) + sorted(set(names) - {default})
-    provider.offered = (now, names)
+    provider.offered = (time.monotonic(), names)
     return names
 
 

@@ -62,9 +62,10 @@ def clean_model(raw, offered, current):
 
 
 def context(room, instructions=None, model=None, error=None, draft=None, saved=False):
-    """What ``_assistant.html`` draws for ``room``."""
+    """What ``_assistant.html`` draws for ``room`` (never waiting on the
+    model's server for its list of models)."""
     provider = chat()["generator"].provider
-    offered = offered_models(provider)
+    offered = offered_models(provider, wait=False)
     default = getattr(provider, "model", None) or "the default model"
     return dict(
         room=room, instructions=instructions, model=model or default, chosen=model, default=default,
