@@ -146,9 +146,10 @@ def test_a_hundred_thousand_messages_export_in_constant_memory(app, client):
         finally:
             tracemalloc.stop()
         assert seen == total, path
-        # The whole export is several MB; what it holds at once is one batch.
+        # The whole export is several MB (and loading it all peaks near 10 times
+        # that); what it holds at once is about one batch.
         assert size > 6_000_000
-        assert peak < 2_000_000, "{}: peak {:,} bytes for a {:,}-byte export".format(path, peak, size)
+        assert peak < 5_000_000, "{}: peak {:,} bytes for a {:,}-byte export".format(path, peak, size)
 
 
 def test_batches_take_every_row_once_across_batch_edges(app):

@@ -32,6 +32,8 @@ function place() {
   b.className = "message-control edit-control";
   b.textContent = "Edit";
   b.setAttribute("aria-label", "Edit your message and send it again");
+  // A control that comes and goes is not news: the message list must not read it out.
+  b.setAttribute("aria-live", "off");
   target.appendChild(b);
 }
 
