@@ -84,8 +84,10 @@ def test_a_rooms_instructions_and_model_answer_its_questions_only(app, client):
     assert "Talk like a pirate.\nKeep it short.</p>" in html
     assert '<option value="big-model" selected>' in html
 
-    # A question there is sent with the instructions, to the room's model.
-    ask(client, token, "pirates")
+    # A question there is sent with the instructions, to the room's model,
+    # and its reply says so from its first event on.
+    events = ask(client, token, "pirates")
+    assert '<span class="message-model">big-model</span>' in events[0]
     gevent.sleep(0.05)
     model, messages = provider.asked[-1]
     assert model == "big-model"

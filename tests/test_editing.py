@@ -6,6 +6,7 @@ JavaScript."""
 import json
 
 from models import Message
+from models import Room
 from models import db
 from support.app_client import HTMX
 from support.app_client import STREAM
@@ -78,6 +79,8 @@ def test_a_message_without_an_answer_gets_one_when_it_now_asks(app, client, prov
         reply = Message.get(Message.role == "assistant")
     assert reply.reply_to_id == question
     assert settled(app, reply.id)
+    with app.app_context(), db.connection_context():
+        assert Room.get(Room.name == "lobby").messages == 2  # the room list counts the new answer
     # A plain edit without @gpt is just an edit.
     _, token = open_page(client)
     post(client, token, "second thought", headers=HTMX)

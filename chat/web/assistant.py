@@ -37,6 +37,11 @@ def settings_of(room):
     return (row.instructions, row.model) if row is not None else (None, None)
 
 
+def model_for(room):
+    """The model that answers in ``room``: its own, or the server's default."""
+    return settings_of(room)[1] or getattr(chat()["generator"].provider, "model", None)
+
+
 def clean_instructions(raw):
     """Instructions as stored (None: the default assistant), or ``Refused``."""
     text = (raw or "").replace("\r\n", "\n").replace("\r", "\n")

@@ -17,6 +17,7 @@ from flask import render_template
 from flask import request
 from peewee import fn
 
+from chat.web.assistant import model_for
 from chat.web.blueprint import bp
 from chat.web.blueprint import chat
 from chat.web.limits import Refused
@@ -31,6 +32,7 @@ from chat.web.visitor import page_id
 from chat.web.visitor import session_key
 from models import FINAL_STATUSES
 from models import Message
+from models import Room
 from models import db
 from models import utcnow
 
@@ -108,9 +110,10 @@ def edit_message(message_id):
                 reply = Message.get_by_id(reply.id)
             elif asks_model(text):
                 reply = Message.new_reply(
-                    message, model=getattr(state["generator"].provider, "model", None), page=page,
+                    message, model=model_for(message.room), page=page,
                     claimed_by=state["generator"].worker_id,
                 )
+                Room.touch(message.room)
             if reply is not None:
                 record_restart(message.session_key)
                 relay.announce("article", reply.id, page=reply.stream_page)

@@ -20,6 +20,7 @@ from chat.render.rendering import upsert
 from chat.rooms import DEFAULT_ROOM
 from chat.rooms import room_url
 from chat.stream.watchdog import settle
+from chat.web.assistant import model_for
 from chat.web.author_stream import stream_reply
 from chat.web.blueprint import bp
 from chat.web.blueprint import chat
@@ -97,7 +98,7 @@ def post_message():
         if asks_model(text):
             reply = Message.new_reply(
                 user_message,
-                model=getattr(state["generator"].provider, "model", None),
+                model=model_for(room),
                 page=own_page if streams else None,
                 claimed_by=state["generator"].worker_id,
             )
