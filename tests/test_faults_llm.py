@@ -7,6 +7,7 @@ frames, HTTP statuses) and in the SQLite file the server writes.
 """
 import html
 import re
+import socket
 import time
 import urllib.parse
 import urllib.request
@@ -15,7 +16,6 @@ import pytest
 
 from chat.render.rendering import render_markdown
 from conftest import LiveServer
-from conftest import free_port
 from support.body import Body
 from support.body import apply_author_stream
 from support.live import Browser
@@ -158,8 +158,13 @@ def test_provider_http_error_fails_the_reply(live_server, ws_open, status, expec
 # -- 2. timeouts --------------------------------------------------------------------
 
 
-def test_unreachable_provider_fails_fast(make_server):
-    closed_port = free_port()  # bound then released: nothing listens there
+def test_unreachable_provider_fails_fast(make_server, request):
+    # A port held bound but never listening refuses every connection, and no
+    # other server of the run (this test's own included) can be given it.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    request.addfinalizer(closed.close)
     server = make_server(OPENAI_BASE_URL="http://127.0.0.1:{}/v1".format(closed_port),
                          LLM_TIMEOUT="1", LLM_CONNECT_TIMEOUT="2", SSE_KEEPALIVE="0.5")
     alice = Browser(server)
