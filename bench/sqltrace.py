@@ -104,8 +104,9 @@ class Trace:
 
     def between(self, t0, t1):
         """The writes from ``t0`` to ``t1`` but those of who is in the room
-        (the sockets' own, as pages come and go, never a reply's)."""
-        return [w for w in self.writes if t0 <= w.t <= t1 and w.table != "presence"]
+        (the sockets' own, as pages come and go) and of the process's
+        heartbeat (its worker row): never a reply's."""
+        return [w for w in self.writes if t0 <= w.t <= t1 and w.table not in ("presence", "worker")]
 
     def chunk_commits(self):
         """{(message id, seq): commit time} of every chunk INSERT seen so far."""
