@@ -10,7 +10,6 @@ reply gets one if the new text mentions @gpt. On the page the composer edits
 JavaScript ``GET /messages/<id>/edit`` is a form that does the same.
 """
 from datetime import timedelta
-from datetime import timezone
 
 from flask import current_app
 from flask import render_template
@@ -141,9 +140,8 @@ def edit_page(message_id, draft=None, error=None, status=200):
             its_reply(message)
         except Refused as exc:
             error, status = exc.text, 200
-    stamp = message.created_at.replace(tzinfo=timezone.utc)
     html = render_template(
-        "edit.html", message=message, draft=message.body if draft is None else draft, error=error, posted=stamp,
+        "edit.html", message=message, draft=message.body if draft is None else draft, error=error,
         max_length=current_app.config["MAX_MESSAGE_LENGTH"],
     )
     return html, status
