@@ -172,6 +172,13 @@ class Presence:
             people = self.members(room)
             return render_template("_presence.html", people=people[:LISTED], count=len(people), swap=True)
 
+    def shown(self, room):
+        """The list this process last sent ``room``'s pages (drawn now if none
+        was): what a socket that opens is sent, without a query per socket
+        when a restarted server's pages all reconnect at once."""
+        html = self._shown.get(room)
+        return html if html is not None else self.fragment(room)
+
     def refresh(self, room):
         """Send ``room``'s pages in this process its list, if it changed."""
         if not self.hub.count(room):

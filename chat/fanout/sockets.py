@@ -149,7 +149,7 @@ class PageSocket(FrameReader):
         if articles:
             self._send(upsert(*articles))
         if self.presence is not None:
-            self._send(_aside(lambda: self.presence.fragment(self.room)))
+            self._send(_aside(lambda: self.presence.shown(self.room)))
 
     def _stale_articles(self):
         with db.connection_context():
